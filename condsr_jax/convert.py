@@ -1,0 +1,390 @@
+"""PyTorch checkpoints to Flax variables.
+
+Reads `.pth` without running pickled code (a restricted unpickler over PyTorch's zip format;
+torch itself is not needed), `.safetensors` and `.npz`; detects the architecture from key names
+and shapes; maps keys generically (`body.0.rdb1.conv1.weight` -> params/body_0/rdb1/conv1/kernel,
+OIHW -> HWIO, linear [out, in] -> [in, out]) guided by the target module's variable tree, and
+reports missing, unexpected and mis-shaped keys together.
+"""
+
+import collections
+import json
+import os
+import pickle
+import re
+import struct
+import zipfile
+from typing import Any, Callable, Mapping
+
+import jax
+import ml_dtypes
+import numpy as np
+from flax import traverse_util
+
+from condsr_jax import models
+
+StateDict = dict[str, np.ndarray]
+
+# ---------------------------------------------------------------------------------------------
+# Reading files.
+
+_TORCH_STORAGE_DTYPES = {
+    'FloatStorage': np.float32, 'DoubleStorage': np.float64, 'HalfStorage': np.float16,
+    'BFloat16Storage': ml_dtypes.bfloat16, 'LongStorage': np.int64, 'IntStorage': np.int32,
+    'ShortStorage': np.int16, 'CharStorage': np.int8, 'ByteStorage': np.uint8,
+    'BoolStorage': np.bool_,
+}
+
+
+class _StorageType:
+  def __init__(self, name: str):
+    self.dtype = np.dtype(_TORCH_STORAGE_DTYPES[name])
+
+
+def _rebuild_tensor_v2(storage, offset, size, stride, *unused):
+  if not size:
+    return storage[offset:offset + 1].reshape(()).copy()
+  item = storage.itemsize
+  return np.lib.stride_tricks.as_strided(
+      storage[offset:], shape=tuple(size), strides=tuple(s * item for s in stride)).copy()
+
+
+def _rebuild_parameter(data, *unused):
+  return data
+
+
+class _SafeTorchUnpickler(pickle.Unpickler):
+  """Unpickles PyTorch's `data.pkl` allowing only tensors, storages and plain containers."""
+
+  _ALLOWED = {
+      ('collections', 'OrderedDict'): collections.OrderedDict,
+      ('torch._utils', '_rebuild_tensor_v2'): _rebuild_tensor_v2,
+      ('torch._utils', '_rebuild_parameter'): _rebuild_parameter,
+      ('torch._utils', '_rebuild_parameter_with_state'): _rebuild_parameter,
+      ('builtins', 'set'): set,
+      ('builtins', 'frozenset'): frozenset,
+  }
+
+  def __init__(self, file, archive: zipfile.ZipFile, prefix: str, path: str):
+    super().__init__(file)
+    self._archive, self._prefix, self._path = archive, prefix, path
+    self._storages: dict[str, np.ndarray] = {}
+
+  def find_class(self, module, name):
+    if (module, name) in self._ALLOWED:
+      return self._ALLOWED[(module, name)]
+    if module == 'torch' and name in _TORCH_STORAGE_DTYPES:
+      return _StorageType(name)
+    raise pickle.UnpicklingError(
+        f'{self._path}: refusing to load {module}.{name}: the file pickles more than tensors '
+        '(a whole nn.Module or custom objects). Save `model.state_dict()` instead.')
+
+  def persistent_load(self, pid):
+    kind, storage_type, key, _location, numel = pid
+    if kind != 'storage' or not isinstance(storage_type, _StorageType):
+      raise pickle.UnpicklingError(f'{self._path}: unsupported storage record {pid!r}')
+    if key not in self._storages:
+      raw = self._archive.read(f'{self._prefix}data/{key}')
+      self._storages[key] = np.frombuffer(raw, dtype=storage_type.dtype, count=numel)
+    return self._storages[key]
+
+
+def _read_pth(path: str) -> Any:
+  if not zipfile.is_zipfile(path):
+    try:
+      import torch  # pylint: disable=g-import-not-at-top
+    except ImportError as e:
+      raise ValueError(f'{path}: legacy (pre-1.6, non-zip) PyTorch file; install the [torch] '
+                       'extra to read it') from e
+    obj = torch.load(path, map_location='cpu', weights_only=True)
+    return jax.tree.map(lambda t: t.numpy() if hasattr(t, 'numpy') else t, obj)
+  with zipfile.ZipFile(path) as archive:
+    pkl = [n for n in archive.namelist() if n.endswith('data.pkl')]
+    if not pkl:
+      raise ValueError(f'{path}: zip file without data.pkl: not a PyTorch checkpoint')
+    prefix = pkl[0][: -len('data.pkl')]
+    byteorder = f'{prefix}byteorder'
+    if byteorder in archive.namelist() and archive.read(byteorder).strip() != b'little':
+      raise ValueError(f'{path}: big-endian PyTorch files are not supported')
+    with archive.open(pkl[0]) as f:
+      return _SafeTorchUnpickler(f, archive, prefix, path).load()
+
+
+_SAFETENSORS_DTYPES = {
+    'F64': np.float64, 'F32': np.float32, 'F16': np.float16, 'BF16': ml_dtypes.bfloat16,
+    'I64': np.int64, 'I32': np.int32, 'I16': np.int16, 'I8': np.int8, 'U8': np.uint8,
+    'BOOL': np.bool_,
+}
+
+
+def _read_safetensors(path: str) -> StateDict:
+  with open(path, 'rb') as f:
+    (n,) = struct.unpack('<Q', f.read(8))
+    header = json.loads(f.read(n))
+    data = f.read()
+  out = {}
+  for key, info in header.items():
+    if key == '__metadata__':
+      continue
+    begin, end = info['data_offsets']
+    dtype = np.dtype(_SAFETENSORS_DTYPES[info['dtype']])
+    out[key] = np.frombuffer(data[begin:end], dtype=dtype).reshape(info['shape']).copy()
+  return out
+
+
+def _read_npz(path: str) -> StateDict:
+  with np.load(path, allow_pickle=False) as d:
+    if any(k.startswith('sd/') for k in d.files):  # our fixture layout: sd/, in/, out/, meta
+      return {k[3:]: d[k] for k in d.files if k.startswith('sd/')}
+    return {k: d[k] for k in d.files}
+
+
+PARAM_KEYS = ('params_ema', 'params', 'state_dict', 'model', 'net', 'generator')
+
+
+def read_state_dict(path: str | os.PathLike, param_key: str | None = None) -> StateDict:
+  """Loads a flat {torch key: numpy array} dict from .pth/.pt/.ckpt, .safetensors or .npz.
+
+  Checkpoints that nest their weights pick `param_key`, else the first of `PARAM_KEYS` present
+  (`params_ema` before `params`, as Real-ESRGAN's loader). A leading `module.` (DataParallel)
+  is stripped.
+  """
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'{path}: no such file')
+  ext = os.path.splitext(path)[1].lower()
+  if ext == '.safetensors':
+    obj = _read_safetensors(path)
+  elif ext == '.npz':
+    obj = _read_npz(path)
+  else:
+    try:
+      obj = _read_pth(path)
+    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, KeyError) as e:
+      raise ValueError(f'{path}: cannot read as a PyTorch checkpoint: {e}') from e
+  if not isinstance(obj, Mapping):
+    raise ValueError(f'{path}: expected a dict of tensors, got {type(obj).__name__}')
+  keys = [param_key] if param_key else [k for k in PARAM_KEYS if isinstance(obj.get(k), Mapping)]
+  if param_key and not isinstance(obj.get(param_key), Mapping):
+    raise KeyError(f'{path}: no {param_key!r} entry; top-level keys: {sorted(obj)[:20]}')
+  if keys:
+    obj = obj[keys[0]]
+  sd = {}
+  for k, v in obj.items():
+    if not isinstance(v, np.ndarray):
+      continue
+    sd[k[len('module.'):] if k.startswith('module.') else k] = v
+  if not sd:
+    raise ValueError(f'{path}: no tensors found; top-level keys: {sorted(obj)[:20]}')
+  return sd
+
+
+# ---------------------------------------------------------------------------------------------
+# Architecture detection.
+
+
+def _count(sd: StateDict, pattern: str) -> int:
+  rx = re.compile(pattern)
+  return len({m.group(1) for k in sd if (m := rx.match(k))})
+
+
+def _out_in(sd: StateDict, key: str) -> tuple[int, int]:
+  return int(sd[key].shape[0]), int(sd[key].shape[1])
+
+
+def _detect_rrdbnet(sd: StateDict) -> models.ModelSpec:
+  nf, cin = _out_in(sd, 'conv_first.weight')
+  cout = int(sd['conv_last.weight'].shape[0])
+  ratio = cin // cout
+  scale = {1: 4, 4: 2, 16: 1}.get(ratio)
+  if scale is None or cin % cout:
+    raise ValueError(f'RRDBNet conv_first has {cin} input channels for {cout} output channels: '
+                     'expected 1x (x4), 4x (x2) or 16x (x1)')
+  return models.ModelSpec('RRDBNet', dict(
+      num_in_ch=cout, num_out_ch=cout, scale=scale, num_feat=nf,
+      num_block=_count(sd, r'body\.(\d+)\.rdb1\.conv1\.weight'),
+      num_grow_ch=int(sd['body.0.rdb1.conv1.weight'].shape[0])))
+
+
+def _detect_edsr(sd: StateDict) -> models.ModelSpec:
+  nf, cin = _out_in(sd, 'conv_first.weight')
+  ups = _count(sd, r'upsample\.(\d+)\.weight')
+  up0 = int(sd['upsample.0.weight'].shape[0])
+  upscale = 3 if up0 == 9 * nf else 2 ** ups
+  return models.ModelSpec('EDSR', dict(
+      num_in_ch=cin, num_out_ch=int(sd['conv_last.weight'].shape[0]), num_feat=nf,
+      num_block=_count(sd, r'body\.(\d+)\.conv1\.weight'), upscale=upscale,
+      res_scale=0.1 if nf >= 256 else 1.0))  # BasicSR EDSR-L uses 0.1; not stored in the file
+
+
+def _detect_srvgg(sd: StateDict) -> models.ModelSpec:
+  convs = sorted(int(m.group(1)) for k in sd if (m := re.match(r'body\.(\d+)\.weight$', k))
+                 and sd[k].ndim == 4)
+  nf, cin = _out_in(sd, 'body.0.weight')
+  last_out = int(sd[f'body.{convs[-1]}.weight'].shape[0])
+  upscale = int(round((last_out / cin) ** 0.5))
+  if 'body.1.weight' not in sd:
+    raise ValueError('SRVGGNetCompact without PReLU weights: the activation (relu or lrelu) is '
+                     'not stored in the file; pass --set act_type=relu or act_type=lrelu')
+  return models.ModelSpec('SRVGGNetCompact', dict(
+      num_in_ch=cin, num_out_ch=last_out // upscale ** 2, num_feat=nf, num_conv=len(convs) - 2,
+      upscale=upscale, act_type='prelu'))
+
+
+def _detect_unet_disc(sd: StateDict) -> models.ModelSpec:
+  nf, cin = _out_in(sd, 'conv0.weight')
+  return models.ModelSpec('UNetDiscriminatorSN', dict(num_in_ch=cin, num_feat=nf))
+
+
+def _detect_vgg19(sd: StateDict) -> models.ModelSpec:
+  from condsr_jax.nn import vgg  # pylint: disable=g-import-not-at-top
+  idx = [int(m.group(1)) for k in sd if (m := re.match(r'features\.(\d+)\.weight$', k))]
+  return models.ModelSpec('VGG19Features', dict(layer_names=(vgg.VGG19_LAYER_NAMES[max(idx)],)))
+
+
+# arch -> (required keys, detector); the first whose keys are all present wins.
+DETECTORS: dict[str, tuple[tuple[str, ...], Callable[[StateDict], models.ModelSpec]]] = {
+    'RRDBNet': (('conv_first.weight', 'body.0.rdb1.conv1.weight', 'conv_up1.weight'),
+                _detect_rrdbnet),
+    'EDSR': (('conv_first.weight', 'body.0.conv1.weight', 'conv_after_body.weight',
+              'upsample.0.weight'), _detect_edsr),
+    'UNetDiscriminatorSN': (('conv0.weight', 'conv1.weight_orig', 'conv9.weight'),
+                            _detect_unet_disc),
+    'VGG19Features': (('features.0.weight',), _detect_vgg19),
+    'SRVGGNetCompact': (('body.0.weight',), _detect_srvgg),
+}
+
+
+def detect_architecture(sd: StateDict, arch: str | None = None) -> models.ModelSpec:
+  """Infers the architecture (or reads the arguments of the given one) from keys and shapes."""
+  if arch is not None:
+    if arch not in DETECTORS:
+      return models.ModelSpec(arch)  # no detector: constructor defaults, adjust with overrides
+    required, detect = DETECTORS[arch]
+    absent = [k for k in required if k not in sd]
+    if absent:
+      raise ValueError(f'not a {arch} state dict: no {", ".join(absent)}')
+    return detect(sd)
+  for required, detect in DETECTORS.values():
+    if all(k in sd for k in required):
+      return detect(sd)
+  shown = ', '.join(f'{k} {tuple(v.shape)}' for k, v in list(sd.items())[:12])
+  raise ValueError(f'unknown architecture: {len(sd)} tensors, first ones: {shown}. '
+                   f'Known: {", ".join(DETECTORS)}; pass --arch to choose one')
+
+
+# ---------------------------------------------------------------------------------------------
+# Key mapping.
+
+
+def torch_module_path(key: str) -> tuple[tuple[str, ...], str]:
+  """'body.0.rdb1.conv1.weight' -> (('body_0', 'rdb1', 'conv1'), 'weight')."""
+  *mods, leaf = key.split('.')
+  path: list[str] = []
+  for m in mods:
+    if m.isdigit() and path:
+      path[-1] = f'{path[-1]}_{m}'
+    else:
+      path.append(m)
+  return tuple(path), leaf
+
+
+# torch leaf name -> candidate (collection, flax leaf) pairs, tried in order.
+_LEAF_RULES = {
+    'weight': (('params', 'kernel'), ('params', 'scale'), ('params', 'alpha'), ('params', 'weight')),
+    'weight_orig': (('params', 'kernel'),),
+    'bias': (('params', 'bias'),),
+    'weight_u': (('spectral', 'u'),),
+    'weight_v': (('spectral', 'v'),),
+    'running_mean': (('batch_stats', 'mean'),),
+    'running_var': (('batch_stats', 'var'),),
+}
+_IGNORED_LEAVES = ('num_batches_tracked',)
+
+
+def _to_flax_layout(value: np.ndarray, flax_leaf: str, target_ndim: int) -> np.ndarray:
+  if flax_leaf == 'kernel' and value.ndim == 4:
+    return value.transpose(2, 3, 1, 0)  # OIHW -> HWIO
+  if flax_leaf == 'kernel' and value.ndim == 2 and target_ndim == 2:
+    return value.T  # Linear [out, in] -> [in, out]
+  return value
+
+
+class KeyMismatchError(ValueError):
+  """The state dict does not fit the architecture; carries the offending keys."""
+
+  def __init__(self, arch: str, missing, unexpected, mismatched):
+    self.missing, self.unexpected, self.mismatched = missing, unexpected, mismatched
+    parts = [f'state dict does not match {arch}:']
+    if missing:
+      parts.append(f'  missing ({len(missing)}): {", ".join(missing[:30])}')
+    if unexpected:
+      parts.append(f'  unexpected ({len(unexpected)}): {", ".join(unexpected[:30])}')
+    if mismatched:
+      parts.append(f'  wrong shape ({len(mismatched)}): ' + ', '.join(
+          f'{k} {a} vs expected {b}' for k, a, b in mismatched[:30]))
+    super().__init__('\n'.join(parts))
+
+
+def state_dict_to_variables(sd: StateDict, spec: models.ModelSpec,
+                            ignore: Callable[[str], bool] = lambda k: False) -> dict[str, Any]:
+  """Maps a PyTorch state dict onto `spec`'s Flax variables; every target leaf must be filled.
+
+  `ignore(key)` drops torch keys the architecture does not use (e.g. VGG's classifier).
+  """
+  target = traverse_util.flatten_dict(jax.tree.map(lambda s: s, spec.init_shapes()))
+  filled: dict[tuple[str, ...], np.ndarray] = {}
+  unexpected, mismatched = [], []
+  for key, value in sd.items():
+    mods, leaf = torch_module_path(key)
+    if leaf in _IGNORED_LEAVES or ignore(key):
+      continue
+    candidates = _LEAF_RULES.get(leaf, ())
+    dest = next(((col, *mods, fl) for col, fl in candidates if (col, *mods, fl) in target), None)
+    if dest is None:  # same-named buffer anywhere (e.g. fixed filters)
+      dest = next((p for p in target if p[1:] == (*mods, leaf)), None)
+    if dest is None:
+      unexpected.append(key)
+      continue
+    want = target[dest]
+    arr = _to_flax_layout(np.asarray(value), dest[-1], len(want.shape))
+    if tuple(arr.shape) != tuple(want.shape):
+      mismatched.append((key, tuple(value.shape), tuple(want.shape)))
+      continue
+    filled[dest] = arr.astype(want.dtype)
+  missing = ['/'.join(p) for p in target if p not in filled]
+  if missing or unexpected or mismatched:
+    raise KeyMismatchError(spec.arch, missing, unexpected, mismatched)
+  return traverse_util.unflatten_dict(filled)
+
+
+def _ignore_for(spec: models.ModelSpec) -> Callable[[str], bool]:
+  if spec.arch == 'VGG19Features':
+    from condsr_jax.nn import vgg  # pylint: disable=g-import-not-at-top
+    last = max(vgg.VGG19_LAYER_NAMES.index(n) for n in spec.kwargs.get('layer_names', ('conv5_4',)))
+    return lambda k: not k.startswith('features.') or int(k.split('.')[1]) > last
+  return lambda k: False
+
+
+def convert_state_dict(sd: StateDict, arch: str | None = None,
+                       overrides: Mapping[str, Any] | None = None
+                       ) -> tuple[models.ModelSpec, dict[str, Any]]:
+  """State dict -> (spec, variables); `arch` skips detection, `overrides` adjust the spec."""
+  spec = detect_architecture(sd, arch)
+  if overrides:
+    spec = models.ModelSpec(spec.arch, {**spec.kwargs, **overrides})
+  return spec, state_dict_to_variables(sd, spec, _ignore_for(spec))
+
+
+def convert_file(src: str | os.PathLike, dst: str | os.PathLike | None = None,
+                 arch: str | None = None, overrides: Mapping[str, Any] | None = None,
+                 param_key: str | None = None) -> tuple[models.ModelSpec, dict[str, Any]]:
+  """Converts a checkpoint file; writes a model file to `dst` when given."""
+  sd = read_state_dict(src, param_key)
+  try:
+    spec, variables = convert_state_dict(sd, arch, overrides)
+  except ValueError as e:
+    raise ValueError(f'{os.fspath(src)}: {e}') from e
+  if dst is not None:
+    models.save_model(dst, spec, variables, {'converted_from': os.path.basename(os.fspath(src))})
+  return spec, variables

@@ -1,0 +1,107 @@
+"""Model files: an architecture spec plus its Flax variables, in one msgpack file.
+
+A spec names a class of `condsr_jax.nn.ARCHITECTURES` and its constructor arguments, so a model
+file is self-describing: `upscale`, `load_model` and training restores need nothing else.
+"""
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+from flax import serialization
+
+from condsr_jax import nn as cnn
+
+FORMAT = 'condsr_jax.model'
+FORMAT_VERSION = 1
+MODEL_SUFFIX = '.msgpack'
+
+# Constructor argument holding the upscaling factor, per architecture.
+_SCALE_ARG = {'RRDBNet': 'scale', 'EDSR': 'upscale', 'SRVGGNetCompact': 'upscale',
+              'MSRResNet': 'upscale', 'CMDSRNet': 'scale', 'CMDSRRRDBNet': 'scale'}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  """An architecture name and the keyword arguments of its constructor."""
+  arch: str
+  kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+  def __post_init__(self):
+    if self.arch not in cnn.ARCHITECTURES:
+      raise ValueError(f'unknown architecture {self.arch!r}; known: {sorted(cnn.ARCHITECTURES)}')
+
+  def build(self, **overrides) -> nn.Module:
+    return cnn.ARCHITECTURES[self.arch](**{**self.kwargs, **overrides})
+
+  @property
+  def scale(self) -> int | None:
+    arg = _SCALE_ARG.get(self.arch)
+    return None if arg is None else int(getattr(self.build(), arg))
+
+  @property
+  def in_channels(self) -> int:
+    return int(self.kwargs.get('num_in_ch', 3))
+
+  def to_json(self) -> str:
+    return json.dumps({'arch': self.arch, 'kwargs': self.kwargs}, sort_keys=True)
+
+  @classmethod
+  def from_json(cls, text: str) -> 'ModelSpec':
+    d = json.loads(text)
+    return cls(d['arch'], d.get('kwargs', {}))
+
+  def init_shapes(self) -> dict[str, Any]:
+    """Abstract variables (shapes and dtypes) of this architecture, without computing anything."""
+    module = self.build()
+    return jax.eval_shape(lambda: module.init(jax.random.key(0), *example_inputs(module)))
+
+
+def example_inputs(module: nn.Module) -> tuple[jax.Array, ...]:
+  """Inputs that `module.init` accepts: the module's own `example_inputs()` or a 32x32 image."""
+  if hasattr(module, 'example_inputs'):
+    return module.example_inputs()
+  return (jnp.zeros((1, 32, 32, getattr(module, 'num_in_ch', 3)), jnp.float32),)
+
+
+def save_model(path: str | os.PathLike, spec: ModelSpec, variables: Any,
+               metadata: dict[str, Any] | None = None) -> None:
+  """Writes spec + variables (as float32 numpy) to one file, atomically."""
+  payload = {
+      'format': FORMAT,
+      'version': FORMAT_VERSION,
+      'spec': spec.to_json(),
+      'metadata': json.dumps(metadata or {}),
+      'variables': jax.tree.map(lambda a: np.asarray(a), jax.device_get(variables)),
+  }
+  tmp = f'{os.fspath(path)}.tmp'
+  with open(tmp, 'wb') as f:
+    f.write(serialization.msgpack_serialize(payload))
+  os.replace(tmp, path)
+
+
+def is_model_file(path: str | os.PathLike) -> bool:
+  try:
+    with open(path, 'rb') as f:
+      head = f.read(64)
+  except OSError:
+    return False
+  return FORMAT.encode() in head
+
+
+def load_model_file(path: str | os.PathLike) -> tuple[ModelSpec, Any, dict[str, Any]]:
+  """Reads a file written by `save_model`; returns (spec, variables, metadata)."""
+  with open(path, 'rb') as f:
+    payload = serialization.msgpack_restore(f.read())
+  if payload.get('format') != FORMAT:
+    raise ValueError(f'{path}: not a condsr_jax model file')
+  if payload.get('version', 0) > FORMAT_VERSION:
+    raise ValueError(f'{path}: model file version {payload["version"]} is newer than this '
+                     f'condsr_jax understands ({FORMAT_VERSION}); upgrade condsr_jax')
+  return (ModelSpec.from_json(payload['spec']), payload['variables'],
+          json.loads(payload.get('metadata', '{}')))

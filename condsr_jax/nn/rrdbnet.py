@@ -1,0 +1,75 @@
+"""RRDBNet (ESRGAN / Real-ESRGAN generator), parameter names as BasicSR's state dict."""
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from condsr_jax.nn import layers
+
+_rdb_init = layers.kaiming_normal_scaled(0.1)
+
+
+class ResidualDenseBlock(nn.Module):
+  """Five densely connected 3x3 convs; output scaled by 0.2 and added to the input."""
+  num_feat: int = 64
+  num_grow_ch: int = 32
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    conv = functools.partial(layers.conv, kernel_init=_rdb_init, dtype=self.dtype)
+    feats = [x]
+    for i in range(1, 5):
+      feats.append(layers.lrelu(conv(self.num_grow_ch, name=f'conv{i}')(jnp.concatenate(feats, -1))))
+    x5 = conv(self.num_feat, name='conv5')(jnp.concatenate(feats, -1))
+    return x5 * 0.2 + x
+
+
+class RRDB(nn.Module):
+  """Residual-in-residual dense block: three RDBs, output scaled by 0.2 plus the input."""
+  num_feat: int = 64
+  num_grow_ch: int = 32
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    out = x
+    for i in range(1, 4):
+      out = ResidualDenseBlock(self.num_feat, self.num_grow_ch, self.dtype, name=f'rdb{i}')(out)
+    return out * 0.2 + x
+
+
+class RRDBNet(nn.Module):
+  """BasicSR `RRDBNet`. Scale 2 and 1 pixel-unshuffle the input first (by 2 and 4).
+
+  `remat` recomputes each RRDB in the backward pass (less memory, same result).
+  """
+  num_in_ch: int = 3
+  num_out_ch: int = 3
+  scale: int = 4
+  num_feat: int = 64
+  num_block: int = 23
+  num_grow_ch: int = 32
+  remat: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    if self.scale not in (1, 2, 4):
+      raise ValueError(f'RRDBNet scale must be 1, 2 or 4, got {self.scale}')
+    if self.scale < 4:
+      x = layers.pixel_unshuffle(x, 4 // self.scale)
+    conv = functools.partial(layers.conv, dtype=self.dtype)
+    block = nn.remat(RRDB) if self.remat else RRDB
+    feat = conv(self.num_feat, name='conv_first')(x)
+    body = feat
+    for i in range(self.num_block):
+      body = block(self.num_feat, self.num_grow_ch, self.dtype, name=f'body_{i}')(body)
+    feat = feat + conv(self.num_feat, name='conv_body')(body)
+    feat = layers.lrelu(conv(self.num_feat, name='conv_up1')(layers.upsample_nearest(feat, 2)))
+    feat = layers.lrelu(conv(self.num_feat, name='conv_up2')(layers.upsample_nearest(feat, 2)))
+    out = conv(self.num_out_ch, name='conv_last')(layers.lrelu(conv(self.num_feat, name='conv_hr')(feat)))
+    return out.astype(jnp.float32)
