@@ -1,0 +1,1 @@
+"""grain input pipelines: image sources, crops and augmentation, per-process sharding, dataset preparation."""
