@@ -10,6 +10,8 @@ import pathlib
 import cv2
 import numpy as np
 
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # errors only: unreadable files are reported by path through ImageReadError
+
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
 
 
@@ -71,24 +73,35 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
   return decode_image(data, path)
 
 
-def write_image(path: str | os.PathLike, img: np.ndarray, png_compression: int = 3) -> None:
-  """Writes HWC (or HW) uint8/uint16 RGB(A)/gray; the extension picks the format."""
-  path = os.fspath(path)
+def encode_image(img: np.ndarray, ext: str = '.png', png_compression: int = 3) -> bytes:
+  """HWC (or HW) uint8/uint16 RGB(A)/gray -> encoded file bytes in the format of `ext`."""
   if img.dtype not in (np.uint8, np.uint16):
-    raise TypeError(f'write_image takes uint8 or uint16, got {img.dtype}; use from_float')
+    raise TypeError(f'encode_image takes uint8 or uint16, got {img.dtype}; use from_float')
   if img.ndim == 3 and img.shape[2] == 3:
     img = img[:, :, ::-1]
   elif img.ndim == 3 and img.shape[2] == 4:
     img = img[:, :, [2, 1, 0, 3]]
   elif img.ndim == 3 and img.shape[2] == 1:
     img = img[:, :, 0]
-  ext = os.path.splitext(path)[1].lower() or '.png'
+  ext = ext.lower()
   params = [cv2.IMWRITE_PNG_COMPRESSION, png_compression] if ext == '.png' else []
   ok, encoded = cv2.imencode(ext, np.ascontiguousarray(img), params)
   if not ok:
-    raise ValueError(f'{path}: cannot encode a {img.dtype} image as {ext}')
+    raise ValueError(f'cannot encode a {img.dtype} image of shape {img.shape} as {ext}')
+  return encoded.tobytes()
+
+
+def write_image(path: str | os.PathLike, img: np.ndarray, png_compression: int = 3) -> None:
+  """Writes HWC (or HW) uint8/uint16 RGB(A)/gray; the extension picks the format."""
+  path = os.fspath(path)
+  ext = os.path.splitext(path)[1] or '.png'
+  try:
+    data = encode_image(img, ext, png_compression)
+  except ValueError as e:
+    raise ValueError(f'{path}: {e}') from e
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  encoded.tofile(path)
+  with open(path, 'wb') as f:
+    f.write(data)
 
 
 def max_value(dtype: np.dtype) -> float:
