@@ -7,12 +7,15 @@ OIHW -> HWIO, linear [out, in] -> [in, out]) guided by the target module's varia
 reports missing, unexpected and mis-shaped keys together.
 """
 
+import argparse
+import ast
 import collections
 import json
 import os
 import pickle
 import re
 import struct
+import sys
 import zipfile
 from typing import Any, Callable, Mapping
 
@@ -164,9 +167,12 @@ def read_state_dict(path: str | os.PathLike, param_key: str | None = None) -> St
       raise ValueError(f'{path}: cannot read as a PyTorch checkpoint: {e}') from e
   if not isinstance(obj, Mapping):
     raise ValueError(f'{path}: expected a dict of tensors, got {type(obj).__name__}')
-  keys = [param_key] if param_key else [k for k in PARAM_KEYS if isinstance(obj.get(k), Mapping)]
   if param_key and not isinstance(obj.get(param_key), Mapping):
     raise KeyError(f'{path}: no {param_key!r} entry; top-level keys: {sorted(obj)[:20]}')
+  nested = [k for k, v in obj.items() if isinstance(v, Mapping)]
+  keys = [param_key] if param_key else [k for k in PARAM_KEYS if k in nested]
+  if not keys and len(nested) == 1 and not any(isinstance(v, np.ndarray) for v in obj.values()):
+    keys = nested  # a single nested dict under an unusual name
   if keys:
     obj = obj[keys[0]]
   sd = {}
@@ -242,6 +248,19 @@ def _detect_vgg19(sd: StateDict) -> models.ModelSpec:
   return models.ModelSpec('VGG19Features', dict(layer_names=(vgg.VGG19_LAYER_NAMES[max(idx)],)))
 
 
+def _detect_cmdsr(sd: StateDict) -> models.ModelSpec:
+  nf, cin = _out_in(sd, 'sr_net.input_conv.weight')
+  cond_feat, support_ch = _out_in(sd, 'condition_net.condition.0.weight')
+  if support_ch % cin:
+    raise ValueError(f'CMDSR ConditionNet takes {support_ch} channels: not a multiple of the '
+                     f'{cin} image channels')
+  ups = _count(sd, r'sr_net\.upsampler\.(\d+)\.weight$')
+  nine = ups == 1 and sd['sr_net.upsampler.0.weight'].shape[0] == 9 * nf
+  return models.ModelSpec('CMDSRNet', dict(
+      num_in_ch=cin, num_feat=nf, num_block=_count(sd, r'sr_net\.backbone\.(\d+)\.conv1\.weight'),
+      support_size=support_ch // cin, scale=3 if nine else 2 ** ups, cond_feat=cond_feat))
+
+
 # arch -> (required keys, detector); the first whose keys are all present wins.
 DETECTORS: dict[str, tuple[tuple[str, ...], Callable[[StateDict], models.ModelSpec]]] = {
     'RRDBNet': (('conv_first.weight', 'body.0.rdb1.conv1.weight', 'conv_up1.weight'),
@@ -252,6 +271,7 @@ DETECTORS: dict[str, tuple[tuple[str, ...], Callable[[StateDict], models.ModelSp
                             _detect_unet_disc),
     'VGG19Features': (('features.0.weight',), _detect_vgg19),
     'SRVGGNetCompact': (('body.0.weight',), _detect_srvgg),
+    'CMDSRNet': (('sr_net.input_conv.weight', 'condition_net.condition.0.weight'), _detect_cmdsr),
 }
 
 
@@ -388,3 +408,40 @@ def convert_file(src: str | os.PathLike, dst: str | os.PathLike | None = None,
   if dst is not None:
     models.save_model(dst, spec, variables, {'converted_from': os.path.basename(os.fspath(src))})
   return spec, variables
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line.
+
+
+def _parse_override(text: str) -> tuple[str, Any]:
+  key, sep, value = text.partition('=')
+  if not sep:
+    raise argparse.ArgumentTypeError(f'expected KEY=VALUE, got {text!r}')
+  try:
+    return key, ast.literal_eval(value)
+  except (ValueError, SyntaxError):
+    return key, value
+
+
+def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument('src', help='PyTorch .pth/.pt, .safetensors or .npz state dict')
+  parser.add_argument('dst', help=f'model file to write (conventionally *{models.MODEL_SUFFIX})')
+  parser.add_argument('--arch', default=None, help=f'skip detection: one of {", ".join(DETECTORS)}')
+  parser.add_argument('--param-key', default=None,
+                      help='entry holding the weights (default: params_ema, then params, ...)')
+  parser.add_argument('--set', dest='overrides', action='append', type=_parse_override, default=[],
+                      metavar='KEY=VALUE', help='constructor argument the file does not store, '
+                      'e.g. res_scale=0.1 (repeatable)')
+
+
+def cli_main(args: argparse.Namespace) -> int:
+  try:
+    spec, variables = convert_file(args.src, args.dst, args.arch, dict(args.overrides),
+                                   args.param_key)
+  except (ValueError, KeyError, FileNotFoundError) as e:
+    print(f'condsr-jax convert: {e}', file=sys.stderr)
+    return 2
+  n = sum(np.size(v) for v in jax.tree.leaves(variables))
+  print(f'{args.src} -> {args.dst}: {spec.arch} {spec.kwargs}, {n:,} values')
+  return 0

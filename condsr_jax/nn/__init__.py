@@ -1,5 +1,6 @@
 """Flax linen networks. `ARCHITECTURES` maps the names used in model files to module classes."""
 
+from condsr_jax.nn.cmdsr import CMDSRNet, CMDSRRRDBNet
 from condsr_jax.nn.discriminators import UNetDiscriminatorSN
 from condsr_jax.nn.edsr import EDSR
 from condsr_jax.nn.rrdbnet import RRDBNet
@@ -14,4 +15,6 @@ ARCHITECTURES = {
     'MSRResNet': MSRResNet,
     'UNetDiscriminatorSN': UNetDiscriminatorSN,
     'VGG19Features': VGG19Features,
+    'CMDSRNet': CMDSRNet,
+    'CMDSRRRDBNet': CMDSRRRDBNet,
 }

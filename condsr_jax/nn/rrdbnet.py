@@ -1,7 +1,7 @@
 """RRDBNet (ESRGAN / Real-ESRGAN generator), parameter names as BasicSR's state dict."""
 
 import functools
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -19,12 +19,18 @@ class ResidualDenseBlock(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, scales: Sequence[jax.Array] | None = None) -> jax.Array:
+    """`scales[i]` ([B, C_in]), when given, multiplies the input channels of conv i + 1."""
     conv = functools.partial(layers.conv, kernel_init=_rdb_init, dtype=self.dtype)
     feats = [x]
+
+    def conv_input(i: int) -> jax.Array:
+      inp = jnp.concatenate(feats, -1)
+      return inp if scales is None else inp * scales[i][:, None, None, :].astype(inp.dtype)
+
     for i in range(1, 5):
-      feats.append(layers.lrelu(conv(self.num_grow_ch, name=f'conv{i}')(jnp.concatenate(feats, -1))))
-    x5 = conv(self.num_feat, name='conv5')(jnp.concatenate(feats, -1))
+      feats.append(layers.lrelu(conv(self.num_grow_ch, name=f'conv{i}')(conv_input(i - 1))))
+    x5 = conv(self.num_feat, name='conv5')(conv_input(4))
     return x5 * 0.2 + x
 
 
@@ -35,10 +41,13 @@ class RRDB(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array,
+               scales: Sequence[Sequence[jax.Array]] | None = None) -> jax.Array:
+    """`scales[i]`, when given, are the input-channel scales of RDB i + 1's convs."""
     out = x
     for i in range(1, 4):
-      out = ResidualDenseBlock(self.num_feat, self.num_grow_ch, self.dtype, name=f'rdb{i}')(out)
+      out = ResidualDenseBlock(self.num_feat, self.num_grow_ch, self.dtype, name=f'rdb{i}')(
+          out, None if scales is None else scales[i - 1])
     return out * 0.2 + x
 
 
@@ -46,6 +55,8 @@ class RRDBNet(nn.Module):
   """BasicSR `RRDBNet`. Scale 2 and 1 pixel-unshuffle the input first (by 2 and 4).
 
   `remat` recomputes each RRDB in the backward pass (less memory, same result).
+  `body_scales[i]`, when given, scales the conv inputs of trunk block i channel-wise (one
+  [B, C_in] array per conv, nested per RDB), the hook of the conditional `CMDSRRRDBNet`.
   """
   num_in_ch: int = 3
   num_out_ch: int = 3
@@ -56,8 +67,14 @@ class RRDBNet(nn.Module):
   remat: bool = False
   dtype: Any = jnp.float32
 
+  @property
+  def input_multiple(self) -> int:
+    """Input H and W must be multiples of this (pixel-unshuffle factor)."""
+    return 4 // self.scale
+
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array,
+               body_scales: Sequence[Sequence[Sequence[jax.Array]]] | None = None) -> jax.Array:
     if self.scale not in (1, 2, 4):
       raise ValueError(f'RRDBNet scale must be 1, 2 or 4, got {self.scale}')
     if self.scale < 4:
@@ -67,7 +84,8 @@ class RRDBNet(nn.Module):
     feat = conv(self.num_feat, name='conv_first')(x)
     body = feat
     for i in range(self.num_block):
-      body = block(self.num_feat, self.num_grow_ch, self.dtype, name=f'body_{i}')(body)
+      body = block(self.num_feat, self.num_grow_ch, self.dtype, name=f'body_{i}')(
+          body, None if body_scales is None else body_scales[i])
     feat = feat + conv(self.num_feat, name='conv_body')(body)
     feat = layers.lrelu(conv(self.num_feat, name='conv_up1')(layers.upsample_nearest(feat, 2)))
     feat = layers.lrelu(conv(self.num_feat, name='conv_up2')(layers.upsample_nearest(feat, 2)))
