@@ -1,0 +1,69 @@
+"""PSNR/SSIM reproduce BasicSR's numbers; the batched JAX PSNR agrees with them."""
+
+import jax
+import numpy as np
+import pytest
+
+from condsr_jax import metrics
+
+
+@pytest.fixture
+def reference(fixtures_dir):
+  return dict(np.load(fixtures_dir / 'basicsr' / 'metrics.npz'))
+
+
+@pytest.mark.parametrize('crop_border', [0, 4])
+@pytest.mark.parametrize('y_channel', [False, True])
+def test_psnr_ssim_match_basicsr(reference, crop_border, y_channel):
+  img, img2 = reference['in/img'][..., ::-1], reference['in/img2'][..., ::-1]  # BGR -> RGB
+  suffix = f'crop{crop_border}_y{int(y_channel)}'
+  psnr = metrics.psnr(img, img2, crop_border, y_channel)
+  ssim = metrics.ssim(img, img2, crop_border, y_channel)
+  assert abs(psnr - reference[f'out/psnr_{suffix}']) < 1e-6
+  assert abs(ssim - reference[f'out/ssim_{suffix}']) < 1e-6
+  img8, img28 = img.astype(np.uint8), img2.astype(np.uint8)
+  assert metrics.psnr(img8, img28, crop_border, y_channel) == psnr
+  assert metrics.ssim(img8, img28, crop_border, y_channel) == ssim
+
+
+def test_identical_images_and_bad_inputs():
+  img = np.random.default_rng(0).integers(0, 256, (16, 16, 3), np.uint8)
+  assert metrics.psnr(img, img, 0) == float('inf')
+  assert metrics.ssim(img, img, 0) == pytest.approx(1.0)
+  with pytest.raises(ValueError, match='shapes differ'):
+    metrics.psnr(img, img[:8], 0)
+  with pytest.raises(ValueError, match='11x11'):
+    metrics.ssim(img, img, 3)
+
+
+def test_gray_images_measure_like_one_channel():
+  rng = np.random.default_rng(1)
+  a, b = rng.integers(0, 256, (2, 20, 20), np.uint8)
+  assert metrics.psnr(a, b, 2) == metrics.psnr(a[..., None], b[..., None], 2)
+  assert metrics.ssim(a, b, 2, y_channel=True) == metrics.ssim(a[..., None], b[..., None], 2)
+
+
+def test_validation_metrics_quantize_before_measuring():
+  rng = np.random.default_rng(2)
+  gt8 = rng.integers(0, 256, (2, 24, 20, 3), np.uint8)
+  sr = gt8 / 255 + rng.normal(0, 0.01, gt8.shape)  # includes values outside [0, 1]
+  sr8 = np.clip(np.round(sr.astype(np.float32) * 255), 0, 255).astype(np.uint8)
+  result = metrics.validation_metrics(sr, gt8 / 255, crop_border=4, y_channel=True)
+  for i in range(2):
+    assert result['psnr'][i] == metrics.psnr(sr8[i], gt8[i], 4, True)
+    assert result['ssim'][i] == metrics.ssim(sr8[i], gt8[i], 4, True)
+    assert result['psnr'][i] != metrics.psnr(np.clip(sr[i], 0, 1) * 255, gt8[i], 4, True)
+
+
+@pytest.mark.parametrize('crop_border', [0, 3])
+@pytest.mark.parametrize('y_channel', [False, True])
+def test_jax_psnr_matches_numpy_on_rounded_images(crop_border, y_channel):
+  rng = np.random.default_rng(3)
+  x8 = rng.integers(0, 256, (3, 16, 12, 3), np.uint8)
+  y8 = np.clip(x8 + rng.integers(-20, 21, x8.shape), 0, 255).astype(np.uint8)
+  fn = jax.jit(metrics.psnr_batch, static_argnames=('crop_border', 'y_channel'))
+  got = np.asarray(fn(x8 / np.float32(255), y8 / np.float32(255), crop_border=crop_border,
+                      y_channel=y_channel))
+  want = [metrics.psnr(a, b, crop_border, y_channel) for a, b in zip(x8, y8)]
+  assert got.shape == (3,)
+  np.testing.assert_allclose(got, want, atol=1e-4)
