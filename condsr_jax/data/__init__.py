@@ -1,1 +1,1 @@
-"""grain input pipelines: image sources, crops and augmentation, per-process sharding, dataset preparation."""
+"""grain input pipelines: image sources, crops and flips, per-process shards, dataset prep."""
