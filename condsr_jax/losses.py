@@ -1,9 +1,13 @@
 """Training losses: pixel, perceptual (VGG19), GAN, edge and contrastive terms."""
 
+import math
 from typing import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from condsr_jax.degrade import color, filters
 
 
 def l1_loss(x: jax.Array, y: jax.Array) -> jax.Array:
@@ -93,3 +97,59 @@ def random_derangement(key: jax.Array, k: int) -> jax.Array:
     return jnp.any(state[1] == arange)
 
   return jax.lax.while_loop(has_fixed_point, draw, draw((key, arange)))[1]
+
+
+_SOBEL_X = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], np.float32) / 4.0
+
+
+def _luma(x: jax.Array) -> jax.Array:
+  return color.rgb_to_gray(x) if x.shape[-1] == 3 else jnp.mean(x, -1, keepdims=True)
+
+
+def sobel_magnitude(x: jax.Array) -> jax.Array:
+  """Gradient magnitude of the luma with 3x3 Sobel filters (reflect-101 border), [B, H, W, 1]."""
+  y = _luma(x)
+  gx, gy = filters.filter2d(y, _SOBEL_X), filters.filter2d(y, _SOBEL_X.T)
+  return jnp.sqrt(gx * gx + gy * gy + 1e-12)
+
+
+def sobel_edge_loss(sr: jax.Array, gt: jax.Array) -> jax.Array:
+  """L1 between Sobel gradient magnitudes: weights edges and fine lines more than flat areas."""
+  return l1_loss(sobel_magnitude(sr), jax.lax.stop_gradient(sobel_magnitude(gt)))
+
+
+def soft_canny(x: jax.Array, sigma: float = 1.0, low: float = 0.05, high: float = 0.15,
+               temperature: float = 0.02) -> jax.Array:
+  """A differentiable Canny-like edge map in [0, 1]: Gaussian smoothing, Sobel magnitude, and a
+  soft double threshold (sigmoids at `low` and `high`) standing in for hysteresis; no thinning."""
+  size = 2 * int(math.ceil(3 * sigma)) + 1
+  ax = np.arange(size, dtype=np.float32) - size // 2
+  g = np.exp(-0.5 * (ax / sigma) ** 2)
+  g = np.outer(g, g) / np.outer(g, g).sum()
+  mag = sobel_magnitude(filters.filter2d(_luma(x), g.astype(np.float32)))
+  strong = jax.nn.sigmoid((mag - high) / temperature)
+  weak = jax.nn.sigmoid((mag - low) / temperature)
+  return jnp.maximum(strong, 0.5 * weak)
+
+
+def canny_edge_loss(sr: jax.Array, gt: jax.Array) -> jax.Array:
+  """L1 between soft Canny edge maps of SR and GT."""
+  return l1_loss(soft_canny(sr), jax.lax.stop_gradient(soft_canny(gt)))
+
+
+def gan_loss(logits: jax.Array, target_is_real: bool, gan_type: str,
+             for_discriminator: bool = True) -> jax.Array:
+  """BasicSR `GANLoss` (unweighted): vanilla (BCE with logits), lsgan, hinge, wgan_softplus.
+
+  The generator's hinge loss is -mean(logits); every other generator loss is the
+  discriminator's loss with the "real" target.
+  """
+  if gan_type in ('vanilla', 'wgan_softplus'):  # BCE(x, 1) = softplus(-x); BCE(x, 0) = softplus(x)
+    return jnp.mean(jax.nn.softplus(-logits if target_is_real else logits))
+  if gan_type == 'lsgan':
+    return jnp.mean(jnp.square(logits - (1.0 if target_is_real else 0.0)))
+  if gan_type == 'hinge':
+    if not for_discriminator:
+      return -jnp.mean(logits)
+    return jnp.mean(jax.nn.relu(1.0 - logits if target_is_real else 1.0 + logits))
+  raise ValueError(f'unknown gan_type {gan_type!r}')

@@ -22,7 +22,7 @@ FORMAT_VERSION = 1
 MODEL_SUFFIX = '.msgpack'
 
 # Constructor argument holding the upscaling factor, per architecture.
-_SCALE_ARG = {'RRDBNet': 'scale', 'EDSR': 'upscale', 'SRVGGNetCompact': 'upscale',
+SCALE_ARG = {'RRDBNet': 'scale', 'EDSR': 'upscale', 'SRVGGNetCompact': 'upscale',
               'MSRResNet': 'upscale', 'CMDSRNet': 'scale', 'CMDSRRRDBNet': 'scale'}
 
 
@@ -41,7 +41,7 @@ class ModelSpec:
 
   @property
   def scale(self) -> int | None:
-    arg = _SCALE_ARG.get(self.arch)
+    arg = SCALE_ARG.get(self.arch)
     return None if arg is None else int(getattr(self.build(), arg))
 
   @property
