@@ -95,7 +95,7 @@ class Evaluator:
     self.pairs, self.scale = pairs, scale
     self.crop_border, self.y_channel, self.grid_images = crop_border, y_channel, grid_images
     self._fns: dict[int, Callable] = {}
-    self._bicubic = self._score([bicubic_upsample(p.lq, scale) for p in pairs])
+    self.bicubic = self.score([bicubic_upsample(p.lq, scale) for p in pairs])
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> 'Evaluator':
@@ -104,7 +104,8 @@ class Evaluator:
     crop = config.scale if e.crop_border < 0 else e.crop_border
     return cls(pairs, config.scale, crop, e.y_channel, e.grid_images)
 
-  def _score(self, outputs: list[np.ndarray]) -> dict[str, float]:
+  def score(self, outputs: list[np.ndarray]) -> dict[str, Any]:
+    """Mean PSNR/SSIM (BasicSR validation convention) of `outputs` against the pairs' GT."""
     psnrs, ssims = [], []
     for out, pair in zip(outputs, self.pairs):
       m = metrics.validation_metrics(out[None], pair.gt[None], self.crop_border, self.y_channel)
@@ -128,9 +129,9 @@ class Evaluator:
     params = jax.tree.map(lambda a: np.asarray(a.addressable_data(0)),
                           method.inference_params(state))
     outs = self.super_resolve_all(method.super_resolve, params)
-    score = self._score(outs)
+    score = self.score(outs)
     summary = {'psnr': score['psnr'], 'ssim': score['ssim'],
-               'psnr_bicubic': self._bicubic['psnr'], 'ssim_bicubic': self._bicubic['ssim']}
+               'psnr_bicubic': self.bicubic['psnr'], 'ssim_bicubic': self.bicubic['ssim']}
     writer.write_scalars(step, {f'eval/{k}': v for k, v in summary.items()})
     panels = {f'eval/{p.name}': _panel(p.lq, o, p.gt, self.scale)
               for p, o in list(zip(self.pairs, outs))[: self.grid_images]}
@@ -150,3 +151,38 @@ def read_best(workdir: str) -> float:
 def write_best(workdir: str, psnr: float, step: int) -> None:
   with open(os.path.join(workdir, BEST_FILE), 'w') as f:
     json.dump({'psnr': psnr, 'step': int(step)}, f)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line.
+
+
+def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument('val', help='paired folder (gt/ + lq/) or an HR folder (degraded by --grid)')
+  parser.add_argument('-m', '--model', required=True,
+                      help='model file, training workdir, or PyTorch .pth/.safetensors')
+  parser.add_argument('--grid', default='realesrgan', choices=sorted(GRIDS),
+                      help='fixed degradations for an HR-only folder')
+  parser.add_argument('--crop-border', type=int, default=-1, help='default: the model scale')
+  parser.add_argument('--y-channel', action='store_true', help='measure on the Y channel')
+  parser.add_argument('--max-images', type=int, default=0)
+
+
+def cli_main(args: argparse.Namespace) -> int:
+  from condsr_jax import inference  # pylint: disable=g-import-not-at-top
+  try:
+    upscaler = inference.load_model(args.model)
+    pairs = load_pairs(args.val, upscaler.scale, args.grid, upscaler.in_channels,
+                       args.max_images)
+  except (ValueError, FileNotFoundError, images.ImageReadError) as e:
+    print(f'condsr-jax evaluate: {e}', file=sys.stderr)
+    return 2
+  crop = upscaler.scale if args.crop_border < 0 else args.crop_border
+  evaluator = Evaluator(pairs, upscaler.scale, crop, args.y_channel, grid_images=0)
+  outs = [upscaler.upscale_float(p.lq) for p in pairs]
+  score = evaluator.score(outs)
+  for pair, sr_db, bic_db in zip(pairs, score['per_image'], evaluator.bicubic['per_image']):
+    print(f'{pair.name:60s} PSNR {sr_db:7.3f} dB   bicubic {bic_db:7.3f} dB')
+  print(f'{"mean":60s} PSNR {score["psnr"]:7.3f} dB   bicubic {evaluator.bicubic["psnr"]:7.3f} dB'
+        f'   SSIM {score["ssim"]:.4f} (bicubic {evaluator.bicubic["ssim"]:.4f})')
+  return 0

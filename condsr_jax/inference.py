@@ -7,6 +7,7 @@ Gray, RGBA (alpha upscaled by the model too) and 16-bit images keep their format
 
 import argparse
 import dataclasses
+import functools
 import os
 import sys
 from typing import Any, Callable
@@ -80,20 +81,45 @@ class Upscaler:
       raise ValueError(f'{self.spec.arch} is not a super-resolution network')
     self.in_channels = self.spec.in_channels
     self.multiple = getattr(self.module, 'input_multiple', 1)
+    self.pixel_range = getattr(self.module, 'pixel_range', 1.0)
+    self.conditional = hasattr(self.module, 'condition')
     self.variables = jax.device_put(self.variables)
-    self._forward = jax.jit(self.module.apply)
+    if self.conditional:
+      self._condition = jax.jit(functools.partial(self.module.apply, method='condition'))
+      self._forward = jax.jit(functools.partial(self.module.apply, method='super_resolve'))
+    else:
+      self._forward = jax.jit(self.module.apply)
 
-  def _run(self, x: np.ndarray) -> np.ndarray:
+  def condition_from(self, support: list[np.ndarray], patch: int = 32, seed: int = 0
+                     ) -> jax.Array:
+    """A conditional model's condition from `support_size` random patch x patch crops of the
+    support images (HWC float in [0, 1], the model's channel count), spread over the images."""
+    n = self.module.support_size
+    rng = np.random.default_rng(seed)
+    crops = []
+    for i in range(n):
+      img = support[i % len(support)]
+      h, w = img.shape[:2]
+      if h < patch or w < patch:
+        img = np.pad(img, ((0, max(patch - h, 0)), (0, max(patch - w, 0)), (0, 0)), 'reflect')
+        h, w = img.shape[:2]
+      y, x = rng.integers(0, h - patch + 1), rng.integers(0, w - patch + 1)
+      crops.append(img[y:y + patch, x:x + patch])
+    stacked = np.concatenate(crops, axis=2)[None] * self.pixel_range  # [1, p, p, n*C]
+    return self._condition(self.variables, jnp.asarray(stacked, jnp.float32))
+
+  def _run(self, x: np.ndarray, cond: jax.Array | None = None) -> np.ndarray:
     """NHWC float32 -> NHWC float32 through the network, padding to the input multiple."""
     h, w = x.shape[1:3]
     ph, pw = -h % self.multiple, -w % self.multiple
     if ph or pw:
       x = np.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)), mode='reflect')
-    y = np.asarray(self._forward(self.variables, jnp.asarray(x)))
+    args = (jnp.asarray(x * self.pixel_range),) + ((cond,) if self.conditional else ())
+    y = np.asarray(self._forward(self.variables, *args)) / self.pixel_range
     return y[:, : h * self.scale, : w * self.scale]
 
   def _run_tiled(self, x: np.ndarray, tile: int, overlap: int,
-                 progress: Callable[[int], None] | None) -> np.ndarray:
+                 progress: Callable[[int], None] | None, cond: jax.Array | None) -> np.ndarray:
     """HWC -> HWC, in tile x tile crops batched `tile_batch` at a time, blended over the overlap."""
     s, c = self.scale, x.shape[2]
     h, w = x.shape[:2]
@@ -111,7 +137,7 @@ class Upscaler:
       batch = np.stack([x[y0: y0 + tile, x0: x0 + tile] for y0, x0 in chunk])
       if len(chunk) < self.tile_batch:  # keep the batch shape fixed: one compilation
         batch = np.concatenate([batch, np.repeat(batch[-1:], self.tile_batch - len(chunk), 0)])
-      out = self._run(batch)
+      out = self._run(batch, cond)
       for (y0, x0), o in zip(chunk, out):
         wy = _ramp(tile * s, overlap * s, y0 > 0, y0 + tile < hp)
         wx = _ramp(tile * s, overlap * s, x0 > 0, x0 + tile < wp)
@@ -130,41 +156,56 @@ class Upscaler:
                                                                              overlap))
 
   def _sr_planes(self, x: np.ndarray, tile: int, overlap: int,
-                 progress: Callable[[int], None] | None) -> np.ndarray:
+                 progress: Callable[[int], None] | None, cond: jax.Array | None) -> np.ndarray:
     """Float HWC with the model's channel count -> upscaled HWC."""
     h, w = x.shape[:2]
     if tile and (h > tile or w > tile):
-      return self._run_tiled(x, tile, overlap, progress)
-    return self._run(x[None])[0]
+      return self._run_tiled(x, tile, overlap, progress, cond)
+    return self._run(x[None], cond)[0]
+
+  def _model_channels(self, x: np.ndarray) -> np.ndarray:
+    return np.repeat(x, self.in_channels, 2) if x.shape[2] == 1 else x
 
   def upscale_float(self, img: np.ndarray, *, tile: int = 0, tile_overlap: int = 16,
+                    support: list[np.ndarray] | None = None, support_patch: int = 32,
                     progress: Callable[[int], None] | None = None) -> np.ndarray:
-    """HWC float32 in [0, 1] with 1, 3 or 4 channels -> upscaled HWC float32 (not clipped)."""
+    """HWC float32 in [0, 1] with 1, 3 or 4 channels -> upscaled HWC float32 (not clipped).
+
+    Conditional models (CMDSR) compute their condition once per image, from `support` images
+    sharing the input's degradation or, by default, from crops of the input itself.
+    """
     c = img.shape[2]
     color, alpha = (img[:, :, :3], img[:, :, 3:]) if c == 4 else (img, None)
+    cond = None
+    if self.conditional:
+      imgs = [color] if support is None else support
+      if self.in_channels == 3:
+        imgs = [self._model_channels(s[:, :, :3]) for s in imgs]
+      cond = self.condition_from(imgs, support_patch)
+    run = functools.partial(self._sr_planes, tile=tile, overlap=tile_overlap, progress=progress,
+                            cond=cond)
     if self.in_channels == 1:  # one-channel model: every channel on its own
-      planes = [self._sr_planes(color[:, :, i:i + 1], tile, tile_overlap, progress)
-                for i in range(color.shape[2])]
-      out = np.concatenate(planes, axis=2)
+      out = np.concatenate([run(color[:, :, i:i + 1]) for i in range(color.shape[2])], axis=2)
     elif color.shape[2] == 1:
-      out = self._sr_planes(np.repeat(color, self.in_channels, 2), tile, tile_overlap, progress)
-      out = out[:, :, :3] @ _GRAY_WEIGHTS[:, None]
+      out = run(self._model_channels(color))[:, :, :3] @ _GRAY_WEIGHTS[:, None]
     else:
-      out = self._sr_planes(color, tile, tile_overlap, progress)
+      out = run(color)
     if alpha is not None:
-      a = alpha if self.in_channels == 1 else np.repeat(alpha, self.in_channels, 2)
-      a = self._sr_planes(a, tile, tile_overlap, progress)
+      a = alpha if self.in_channels == 1 else self._model_channels(alpha)
+      a = run(a)
       a = a if self.in_channels == 1 else a[:, :, :3] @ _GRAY_WEIGHTS[:, None]
       out = np.concatenate([out, a], axis=2)
     return out
 
   def upscale(self, img: np.ndarray, *, tile: int = 0, tile_overlap: int = 16,
-              outscale: float | None = None, progress: Callable[[int], None] | None = None
+              outscale: float | None = None, support: list[np.ndarray] | None = None,
+              support_patch: int = 32, progress: Callable[[int], None] | None = None
               ) -> np.ndarray:
     """Upscales an HWC (or HW) image; uint8/uint16 in, the same type out (float in -> float out).
 
     `tile`: process in tile x tile input crops when the image is larger (0: whole image).
     `outscale`: final size = input size x outscale (Lanczos after the network), as Real-ESRGAN.
+    `support`: conditional models only, see `upscale_float`.
     """
     squeeze = img.ndim == 2
     x = img[:, :, None] if squeeze else img
@@ -172,7 +213,8 @@ class Upscaler:
       xf = images.to_float(x)
     else:
       xf = np.asarray(x, np.float32)
-    out = self.upscale_float(xf, tile=tile, tile_overlap=tile_overlap, progress=progress)
+    out = self.upscale_float(xf, tile=tile, tile_overlap=tile_overlap, support=support,
+                             support_patch=support_patch, progress=progress)
     if outscale is not None and outscale != self.scale:
       h, w = x.shape[:2]
       size = (max(1, int(w * outscale)), max(1, int(h * outscale)))
@@ -205,6 +247,12 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
                       help='output format; auto keeps the input format (RGBA and 16-bit: PNG)')
   parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
   parser.add_argument('--arch', default=None, help='architecture of a .pth (default: detect)')
+  parser.add_argument('--support', nargs='+', default=None,
+                      help='conditional models (CMDSR): images or folders sharing the inputs\' '
+                      'degradation; the condition comes from their crops (default: crops of '
+                      'each input image itself)')
+  parser.add_argument('--support-patch', type=int, default=32,
+                      help='support crop size in input pixels')
 
 
 def _output_path(path: str, root: str, outdir: str, suffix: str, ext: str, img: np.ndarray) -> str:
@@ -233,6 +281,18 @@ def cli_main(args: argparse.Namespace) -> int:
   if not jobs and not failed:
     print(f'condsr-jax upscale: no images found in {args.inputs}', file=sys.stderr)
     return 2
+  support = None
+  if args.support:
+    if not upscaler.conditional:
+      print(f'condsr-jax upscale: --support given but {upscaler.spec.arch} is not conditional',
+            file=sys.stderr)
+      return 2
+    try:
+      support = [images.to_float(images.read_image(p)) for root in args.support
+                 for p in images.list_images(root)]
+    except (FileNotFoundError, images.ImageReadError) as e:
+      print(f'condsr-jax upscale: support: {e}', file=sys.stderr)
+      return 2
   written = 0
   bar = tqdm.tqdm(jobs, unit='img', disable=None)
   for path, root in bar:
@@ -246,7 +306,8 @@ def cli_main(args: argparse.Namespace) -> int:
     passes = 1 + (img.shape[2] == 4)
     with tqdm.tqdm(total=n * passes, unit='tile', leave=False, disable=None if n else True) as tb:
       out = upscaler.upscale(img, tile=args.tile, tile_overlap=args.tile_overlap,
-                             outscale=args.outscale, progress=tb.update)
+                             outscale=args.outscale, support=support,
+                             support_patch=args.support_patch, progress=tb.update)
     dest = _output_path(path, root, args.output, args.suffix, args.ext, img)
     images.write_image(dest, out)
     written += 1

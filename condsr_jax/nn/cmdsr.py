@@ -203,6 +203,8 @@ class CMDSRNet(nn.Module):
   left_square_pool: bool = False
   dtype: Any = jnp.float32
 
+  pixel_range = 255.0  # images and support sets are in [0, 255], as the reference
+
   def setup(self):
     self.condition_net = ConditionNet(self.support_size, self.num_in_ch, self.cond_feat,
                                       self.left_square_pool, self.dtype)
