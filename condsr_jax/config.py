@@ -4,6 +4,7 @@ A config is an `ml_collections.ConfigDict`; `validate` runs before anything else
 field that is wrong, so a typo fails in the first second, not hours into a run.
 """
 
+import importlib.util
 import os
 
 import ml_collections
@@ -59,6 +60,17 @@ def default_config() -> ml_collections.ConfigDict:
   c.optim_d = ml_collections.ConfigDict({'lr': 1e-4, 'b1': 0.9, 'b2': 0.99, 'milestones': [],
                                          'gamma': 0.5})
 
+  c.optim_cond = ml_collections.ConfigDict({'lr': 1e-4, 'b1': 0.9, 'b2': 0.999,
+                                            'milestones': [], 'gamma': 0.5})
+
+  c.cmdsr = ml_collections.ConfigDict()  # method 'cmdsr'
+  c.cmdsr.condition = 'support'  # support | oracle | none (blind BaseNet)
+  c.cmdsr.schedule = 'alternating'  # alternating (the reference) | joint
+  c.cmdsr.cond_every = 10  # SR steps between ConditionNet steps
+  c.cmdsr.con_weight = 1.0
+  c.cmdsr.sr_in_cond_weight = 0.1
+  c.cmdsr.elementwise_distance = True  # the reference's distance over a size-1 axis
+
   c.loss = ml_collections.ConfigDict()
   c.loss.pixel_weight = 1.0
   c.loss.pixel_criterion = 'l1'  # l1 | l2
@@ -92,6 +104,17 @@ def default_config() -> ml_collections.ConfigDict:
   c.eval.max_images = 0  # 0: all
   c.eval.grid_images = 4  # LR|SR|HR panels written to TensorBoard
   return c
+
+
+def sibling_config(config_file: str, name: str, arg: str | None = None
+                   ) -> ml_collections.ConfigDict:
+  """`get_config(arg)` of the recipe NAME.py in the folder of `config_file` (recipes derive
+  from one another wherever the configs folder lives)."""
+  path = os.path.join(os.path.dirname(os.path.abspath(config_file)), f'{name}.py')
+  spec = importlib.util.spec_from_file_location(f'condsr_recipe_{name}', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
 
 
 class ConfigError(ValueError):
@@ -132,9 +155,12 @@ def validate(c: ml_collections.ConfigDict, device_count: int = 1) -> None:
          f'must be a positive multiple of the scale {c.scale}', g.gt_size)
   _check(d.crop_size >= g.gt_size, 'data.crop_size',
          f'must be at least degradation.gt_size ({g.gt_size})', d.crop_size)
+  if 'crop_pad' in g:
+    _check(d.crop_size == g.crop_pad, 'data.crop_size',
+           f'must equal degradation.crop_pad ({g.crop_pad})', d.crop_size)
   _check(g.pool_size == 0 or g.pool_size >= d.batch_size, 'degradation.pool_size',
          f'0 or at least the batch size {d.batch_size}', g.pool_size)
-  for name in ('optim', 'optim_d'):
+  for name in ('optim', 'optim_d', 'optim_cond'):
     _check(c[name].lr > 0, f'{name}.lr', 'must be positive', c[name].lr)
     _check(0 <= c[name].b1 < 1 and 0 <= c[name].b2 < 1, f'{name}.b1/b2', 'must be in [0, 1)',
            (c[name].b1, c[name].b2))

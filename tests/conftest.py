@@ -2,9 +2,17 @@
 
 import os
 import pathlib
+import shutil
+import tempfile
 
 os.environ.setdefault('JAX_NUM_CPU_DEVICES', '4')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+# One compilation cache per test session (subprocesses inherit it): runs that resume or repeat a
+# configuration compile it once.
+_CACHE = None
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  _CACHE = os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='condsr_jax_xla_')
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
 
 import jax  # pylint: disable=g-import-not-at-top
 from absl import flags  # pylint: disable=g-import-not-at-top
@@ -18,6 +26,11 @@ def pytest_configure(config):
   del config
   jax.config.update('jax_disable_most_optimizations', True)
   flags.FLAGS.mark_as_parsed()
+
+
+def pytest_unconfigure(config):
+  if _CACHE and not hasattr(config, 'workerinput'):  # the controlling process cleans up
+    shutil.rmtree(_CACHE, ignore_errors=True)
 
 
 @pytest.fixture

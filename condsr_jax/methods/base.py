@@ -8,6 +8,7 @@ import ml_collections
 import optax
 
 from condsr_jax import losses, models
+from condsr_jax import nn as cnn
 from condsr_jax.degrade import bicubic
 
 
@@ -54,8 +55,10 @@ def generator_spec(config: ml_collections.ConfigDict) -> models.ModelSpec:
   arch = config.model.arch
   kwargs = dict(config.model.kwargs)
   kwargs[models.SCALE_ARG[arch]] = config.scale
-  kwargs.setdefault('num_in_ch', config.data.channels)
-  kwargs.setdefault('num_out_ch', config.data.channels)
+  fields = cnn.ARCHITECTURES[arch].__dataclass_fields__
+  for name in ('num_in_ch', 'num_out_ch'):
+    if name in fields:
+      kwargs.setdefault(name, config.data.channels)
   return models.ModelSpec(arch, kwargs)
 
 
