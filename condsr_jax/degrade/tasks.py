@@ -1,0 +1,164 @@
+"""Task batches for the conditional methods: patches that share one degradation.
+
+One grain element is one task: an HR image (the `crop_pad` GT crop) plus one sampled
+degradation and the positions of the task's patches, so a batch of k elements is k tasks. The
+device function crops the patches and degrades them all with the task's degradation:
+- `kind='classic'`: every HR patch is blurred, downsampled and noised on its own (as the CMDSR
+  and DASR data loaders do; fresh noise per patch);
+- `kind='realesrgan'`: the whole image goes through the second-order pipeline once and the
+  patches are paired crops of its LQ, GT and USM GT.
+
+`tasks.crops` lists (LR size, count) groups: CMDSR's 2n = 40 patches of one size (the halves
+X_i, X'_i of its contrastive loss are the first and last n), DASR's 2 positives, or the
+multi-crop 2 x 64 + 4 x 48 of its follow-up. Patches come from the task's own image (CMDSR's
+code) unless `tasks.different_images`: then consecutive runs of `tasks.patches_per_image`
+patches take their content from images t, t + 1, ... (mod k) of the batch, all degraded with
+task t's degradation (CMDSR's paper figure; "same kernel, different images" positives).
+"""
+
+import dataclasses
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from condsr_jax.degrade import classic, realesrgan
+
+Batch = Mapping[str, jax.Array]
+LAYOUTS = ('cmdsr', 'dasr', 'multicrop')
+
+
+def default_config(kind: str = 'classic', scale: int = 4, layout: str = 'cmdsr'
+                   ) -> ml_collections.ConfigDict:
+  """A degradation config with a `tasks` section.
+
+  `kind`: 'classic' (CMDSR's or DASR's degradation, following `layout`) or 'realesrgan'.
+  `layout`: 'cmdsr' (40 patches of gt_size / scale, halves of 20), 'dasr' (2 patches of 48) or
+  'multicrop' (2 of 64 and 4 of 48, the DASR follow-up of seed 004).
+  """
+  if layout not in LAYOUTS:
+    raise ValueError(f'layout must be one of {LAYOUTS}, got {layout!r}')
+  if kind == 'classic':
+    c = classic.default_config(scale, 'cmdsr' if layout == 'cmdsr' else 'dasr')
+  elif kind == 'realesrgan':
+    c = realesrgan.default_config(scale)
+    c.pool_size = 0
+  else:
+    raise ValueError(f"kind must be 'classic' or 'realesrgan', got {kind!r}")
+  c.tasks = ml_collections.ConfigDict()
+  if layout == 'cmdsr':
+    c.tasks.crops = ((192 // scale, 40),)
+    c.tasks.patches_per_image = 20
+  elif layout == 'dasr':
+    c.tasks.crops = ((48, 2),)
+    c.tasks.patches_per_image = 1
+  else:
+    c.tasks.crops = ((64, 2), (48, 4))
+    c.tasks.patches_per_image = 1
+  c.tasks.different_images = False
+  c.gt_size = max(size for size, _ in c.tasks.crops) * scale
+  return c
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSampler:
+  """One task's degradation (from `base`) plus 'patches{g}/top', 'patches{g}/left' [count]
+  (LR pixels) for every crop group g (picklable; runs in grain)."""
+  base: Any
+  crops: tuple[tuple[int, int], ...]
+  lr_extent: int
+
+  def __call__(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    out = self.base(rng)
+    for g, (size, count) in enumerate(self.crops):
+      for axis in ('top', 'left'):
+        out[f'patches{g}/{axis}'] = rng.integers(self.lr_extent - size + 1, size=count,
+                                                 dtype=np.int32)
+    return out
+
+
+def _crop_patches(images: jax.Array, source: jax.Array, top: jax.Array, left: jax.Array,
+                  size: int) -> jax.Array:
+  """[k, n, size, size, C] crops of images[source[t, i]] at (top[t, i], left[t, i])."""
+  def one(src, t, l):
+    return jax.lax.dynamic_slice(images[src], (t, l, 0), (size, size, images.shape[-1]))
+  return jax.vmap(jax.vmap(one))(source, top, left)
+
+
+class TaskDegradation:
+  """k HR images + k sampled degradations -> k tasks of degraded patch groups."""
+
+  def __init__(self, config: ml_collections.ConfigDict, scale: int):
+    if config.kind == 'classic':
+      self.base = classic.ClassicDegradation(config, scale)
+    elif config.kind == 'realesrgan':
+      self.base = realesrgan.RealESRGANDegradation(config, scale)
+    else:
+      raise ValueError(f'degradation.kind = {config.kind!r} has no task batches')
+    self.config = config
+    self.scale = scale
+    self.crops = tuple((int(size), int(count)) for size, count in config.tasks.crops)
+    self.lr_extent = config.crop_pad // scale
+    too_big = [size for size, _ in self.crops if size > self.lr_extent]
+    if too_big:
+      raise ValueError(f'tasks.crops: LR patches of {too_big} do not fit the '
+                       f'{self.lr_extent}-pixel LR of crop_pad {config.crop_pad}')
+    per_image = config.tasks.patches_per_image
+    if config.tasks.different_images and per_image < 1:
+      raise ValueError(f'tasks.patches_per_image = {per_image}: must be positive')
+    # Offset (mod k) from each task to the image each patch is cut from, group by group.
+    total = sum(count for _, count in self.crops)
+    shifts = [p // per_image if config.tasks.different_images else 0 for p in range(total)]
+    starts = np.cumsum([0] + [count for _, count in self.crops])
+    self.shifts = tuple(tuple(shifts[a:b]) for a, b in zip(starts[:-1], starts[1:]))
+
+  def param_sampler(self) -> TaskSampler:
+    """The per-task sampler for grain: the base degradation and the patch positions."""
+    return TaskSampler(self.base.param_sampler(crop=False), self.crops, self.lr_extent)
+
+  def _sources(self, k: int, g: int) -> jax.Array:
+    """[k, count] batch index of the image each patch of group g is cut from."""
+    shifts = np.asarray(self.shifts[g])
+    return jnp.asarray((np.arange(k)[:, None] + shifts[None, :]) % k, jnp.int32)
+
+  def __call__(self, batch: Batch, key: jax.Array) -> dict[str, Any]:
+    """{'lq': [per group [k, count, size, size, C]], 'gt': [per group [k, count, size * s, .,
+    C]], ('gt_usm' for 'realesrgan'), 'record'}: the task's parameters [k] and, per group,
+    'patches{g}/{top,left,image}' [k, count] (LR pixels, source image in the batch)."""
+    gt = jnp.asarray(batch['gt'], jnp.float32)
+    k, size_in = gt.shape[:2]
+    if size_in != self.config.crop_pad:
+      raise ValueError(f'GT batch of {size_in}-pixel images; degradation.crop_pad is '
+                       f'{self.config.crop_pad} (set data.crop_size to it)')
+    s = self.scale
+    record = self.base.record(batch, crop=False)
+    positions = [(jnp.asarray(batch[f'patches{g}/top'], jnp.int32),
+                  jnp.asarray(batch[f'patches{g}/left'], jnp.int32))
+                 for g in range(len(self.crops))]
+    out = {'lq': [], 'gt': []}
+    if self.config.kind == 'realesrgan':
+      out['gt_usm'] = []
+      distinct = sorted(set(sum(self.shifts, ())))
+      full = [self.base.degrade({**batch, 'gt': jnp.roll(gt, -d, axis=0)},
+                                jax.random.fold_in(key, d), crop=False) for d in distinct]
+      lq_all = jnp.concatenate([f['lq'] for f in full])
+      usm_all = jnp.concatenate([f['gt_usm'] for f in full])
+    for g, ((size, _), (top, left)) in enumerate(zip(self.crops, positions)):
+      image = self._sources(k, g)
+      hr = _crop_patches(gt, image, top * s, left * s, size * s)
+      if self.config.kind == 'classic':
+        lq = self.base.apply(hr, record, jax.random.fold_in(key, g))
+      else:
+        # Row (index of the shift) * k + t of the stacked outputs holds image (t + shift) % k.
+        rows = jnp.asarray([[distinct.index(d) * k for d in self.shifts[g]]], jnp.int32)
+        stacked = rows + jnp.arange(k, dtype=jnp.int32)[:, None]
+        lq = _crop_patches(lq_all, stacked, top, left, size)
+        out['gt_usm'].append(_crop_patches(usm_all, stacked, top * s, left * s, size * s))
+      out['lq'].append(lq)
+      out['gt'].append(hr)
+      record.update({f'patches{g}/top': top, f'patches{g}/left': left,
+                     f'patches{g}/image': image})
+    out['record'] = record
+    return out
