@@ -6,6 +6,7 @@ field that is wrong, so a typo fails in the first second, not hours into a run.
 
 import importlib.util
 import os
+import types
 
 import ml_collections
 
@@ -106,15 +107,14 @@ def default_config() -> ml_collections.ConfigDict:
   return c
 
 
-def sibling_config(config_file: str, name: str, arg: str | None = None
-                   ) -> ml_collections.ConfigDict:
-  """`get_config(arg)` of the recipe NAME.py in the folder of `config_file` (recipes derive
-  from one another wherever the configs folder lives)."""
+def sibling_recipe(config_file: str, name: str) -> types.ModuleType:
+  """The recipe module NAME.py in the folder of `config_file`: recipes derive from one another
+  wherever the configs folder lives."""
   path = os.path.join(os.path.dirname(os.path.abspath(config_file)), f'{name}.py')
   spec = importlib.util.spec_from_file_location(f'condsr_recipe_{name}', path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return module
 
 
 class ConfigError(ValueError):

@@ -13,7 +13,7 @@ from condsr_jax import config as config_lib
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  c = config_lib.sibling_config(__file__, 'cmdsr_srresnet_x4', arg)
+  c = config_lib.sibling_recipe(__file__, 'cmdsr_srresnet_x4').get_config(arg)
   c.model.arch = 'CMDSRRRDBNet'
   sizes = {'smoke': (8, 1, 4, 2, 8), 'demo': (32, 2, 16, 8, 32)}
   nf, nb, gc, n, cf = sizes.get(arg, (64, 23, 32, 20, 64))

@@ -14,7 +14,7 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
 def recipe(name, **overrides):
-  c = config_lib.sibling_config(str(REPO / 'configs' / 'x.py'), name, 'smoke')
+  c = config_lib.sibling_recipe(str(REPO / 'configs' / 'x.py'), name).get_config('smoke')
   c.data.train = str(REPO / 'data' / 'demo' / 'train')
   c.eval.val = str(REPO / 'data' / 'demo' / 'val')
   for key, value in overrides.items():
