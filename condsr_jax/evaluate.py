@@ -25,10 +25,14 @@ BEST_FILE = 'best.json'
 _PAD_MULTIPLE = 16
 
 # Fixed degradation grids: (blur sigma, Gaussian noise sigma on 0..255, JPEG quality or 0).
+# 'realesrgan_draws' is different: `REALESRGAN_DRAWS` fixed draws of the run's own second-order
+# degradation (seeded), applied to centre crops of the HR images.
+REALESRGAN_DRAWS = 8
 GRIDS = {
     'bicubic': ((0.0, 0.0, 0),),
     'realesrgan': tuple((s, n, q) for s in (1.0, 2.0) for n in (0.0, 10.0) for q in (0, 60)),
     'classic': tuple((s, n, 0) for s in (0.6, 1.2, 1.8, 2.4) for n in (0.0, 15.0)),
+    'realesrgan_draws': (),
 }
 
 
@@ -54,25 +58,66 @@ class ValPair:
   gt: np.ndarray
 
 
+def _centre_crop(img: np.ndarray, size: int) -> np.ndarray:
+  h, w = img.shape[:2]
+  if h < size or w < size:
+    img = np.pad(img, ((0, max(size - h, 0)), (0, max(size - w, 0)), (0, 0)), mode='reflect')
+    h, w = img.shape[:2]
+  top, left = (h - size) // 2, (w - size) // 2
+  return img[top:top + size, left:left + size]
+
+
+def realesrgan_draw_pairs(hr_images: list[tuple[str, np.ndarray]],
+                          degradation: ml_collections.ConfigDict, scale: int,
+                          draws: int = REALESRGAN_DRAWS, seed: int = 0) -> list[ValPair]:
+  """Centre crops (crop_pad) of HR images x `draws` fixed second-order degradations drawn with
+  `seed` from `degradation` (the training distribution), applied without USM sharpening."""
+  from condsr_jax.degrade import realesrgan  # pylint: disable=g-import-not-at-top
+  config = ml_collections.ConfigDict(degradation.to_dict())
+  config.usm_weight = 0.0  # validation LR comes from the plain HR image
+  deg = realesrgan.RealESRGANDegradation(config, scale)
+  sampler = deg.param_sampler(crop=False)
+  rng = np.random.default_rng(seed)
+  records = [sampler(rng) for _ in range(draws)]
+  run = jax.jit(lambda batch, key: deg.degrade(batch, key, crop=False)['lq'])
+  pairs = []
+  for i, (name, hr) in enumerate(hr_images):
+    gt = _centre_crop(hr, config.crop_pad)
+    for j, record in enumerate(records):
+      batch = {'gt': gt[None], **{k: np.asarray(v)[None] for k, v in record.items()}}
+      lq = np.asarray(run(batch, jax.random.key(seed + 1000 * i + j)))[0]
+      pairs.append(ValPair(f'{name}@draw{j}', lq, gt))
+  return pairs
+
+
 def load_pairs(val: str, scale: int, grid: str = 'realesrgan', channels: int = 3,
-               max_images: int = 0) -> list[ValPair]:
-  """Paired folder (has `gt/` and `lq/`) or HR folder x degradation grid -> validation pairs."""
+               max_images: int = 0, degradation: ml_collections.ConfigDict | None = None
+               ) -> list[ValPair]:
+  """Paired folder (has `gt/` and `lq/`) or HR folder x degradation grid -> validation pairs.
+
+  `grid='realesrgan_draws'` needs the run's `degradation` config (kind 'realesrgan').
+  """
   if os.path.isdir(os.path.join(val, 'gt')) and os.path.isdir(os.path.join(val, 'lq')):
     source = sources.PairedFolderSource(os.path.join(val, 'gt'), os.path.join(val, 'lq'), scale,
                                         channels=channels, on_bad_image='stop')
     ds = pipeline.make_eval_dataset(source)
     pairs = [ValPair(str(r['key']), r['lq'], r['gt']) for r in ds]
-  else:
-    if grid not in GRIDS:
-      raise ValueError(f'unknown degradation grid {grid!r}; known: {sorted(GRIDS)}')
-    source = sources.FolderSource(val, channels=channels, on_bad_image='stop')
-    ds = pipeline.make_eval_dataset(source, multiple_of=scale)
-    pairs = []
-    for i, r in enumerate(ds):
-      for j, (sigma, noise, quality) in enumerate(GRIDS[grid]):
-        name = f'{r["key"]}@blur{sigma:g}_noise{noise:g}_jpeg{quality}'
-        lq = degrade_fixed(r['gt'], scale, sigma, noise, quality, seed=1000 * i + j)
-        pairs.append(ValPair(name, lq.astype(np.float32), r['gt']))
+    return pairs[:max_images] if max_images else pairs
+  if grid not in GRIDS:
+    raise ValueError(f'unknown degradation grid {grid!r}; known: {sorted(GRIDS)}')
+  source = sources.FolderSource(val, channels=channels, on_bad_image='stop')
+  ds = pipeline.make_eval_dataset(source, multiple_of=scale)
+  if grid == 'realesrgan_draws':
+    if degradation is None or degradation.kind != 'realesrgan':
+      raise ValueError("eval.grid 'realesrgan_draws' needs degradation.kind 'realesrgan'")
+    pairs = realesrgan_draw_pairs([(str(r['key']), r['gt']) for r in ds], degradation, scale)
+    return pairs[:max_images] if max_images else pairs
+  pairs = []
+  for i, r in enumerate(ds):
+    for j, (sigma, noise, quality) in enumerate(GRIDS[grid]):
+      name = f'{r["key"]}@blur{sigma:g}_noise{noise:g}_jpeg{quality}'
+      lq = degrade_fixed(r['gt'], scale, sigma, noise, quality, seed=1000 * i + j)
+      pairs.append(ValPair(name, lq.astype(np.float32), r['gt']))
   return pairs[:max_images] if max_images else pairs
 
 
@@ -100,7 +145,8 @@ class Evaluator:
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> 'Evaluator':
     e = config.eval
-    pairs = load_pairs(e.val, config.scale, e.grid, config.data.channels, e.max_images)
+    pairs = load_pairs(e.val, config.scale, e.grid, config.data.channels, e.max_images,
+                       config.degradation)
     crop = config.scale if e.crop_border < 0 else e.crop_border
     return cls(pairs, config.scale, crop, e.y_channel, e.grid_images)
 
@@ -163,6 +209,8 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
                       help='model file, training workdir, or PyTorch .pth/.safetensors')
   parser.add_argument('--grid', default='realesrgan', choices=sorted(GRIDS),
                       help='fixed degradations for an HR-only folder')
+  parser.add_argument('--crop-pad', type=int, default=400,
+                      help="HR centre-crop size of the 'realesrgan_draws' grid")
   parser.add_argument('--crop-border', type=int, default=-1, help='default: the model scale')
   parser.add_argument('--y-channel', action='store_true', help='measure on the Y channel')
   parser.add_argument('--max-images', type=int, default=0)
@@ -172,8 +220,14 @@ def cli_main(args: argparse.Namespace) -> int:
   from condsr_jax import inference  # pylint: disable=g-import-not-at-top
   try:
     upscaler = inference.load_model(args.model)
+    degradation = None
+    if args.grid == 'realesrgan_draws':
+      from condsr_jax.degrade import realesrgan  # pylint: disable=g-import-not-at-top
+      degradation = realesrgan.default_config(upscaler.scale)
+      degradation.crop_pad = args.crop_pad
+      degradation.gt_size = min(degradation.gt_size, args.crop_pad)
     pairs = load_pairs(args.val, upscaler.scale, args.grid, upscaler.in_channels,
-                       args.max_images)
+                       args.max_images, degradation)
   except (ValueError, FileNotFoundError, images.ImageReadError) as e:
     print(f'condsr-jax evaluate: {e}', file=sys.stderr)
     return 2

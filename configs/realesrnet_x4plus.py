@@ -31,7 +31,7 @@ def recipe(scale: int, arg: str | None) -> ml_collections.ConfigDict:
   c.train.num_steps = 1_000_000
   c.train.checkpoint_every = 5000
   c.eval.every = 5000
-  c.eval.grid = 'realesrgan'
+  c.eval.grid = 'realesrgan_draws'  # fixed draws of the training degradation
   if arg == 'smoke':
     c.model.kwargs = ml_collections.ConfigDict({'num_feat': 8, 'num_block': 1, 'num_grow_ch': 4})
     c.degradation.crop_pad, c.degradation.gt_size, c.degradation.pool_size = 64, 32, 8
@@ -45,16 +45,20 @@ def recipe(scale: int, arg: str | None) -> ml_collections.ConfigDict:
     c.eval.val = 'data/demo/val'
     c.eval.max_images = 2
   elif arg == 'demo':
-    c.model.kwargs = ml_collections.ConfigDict({'num_feat': 32, 'num_block': 2, 'num_grow_ch': 16})
-    c.degradation.crop_pad, c.degradation.gt_size, c.degradation.pool_size = 160, 96, 64
-    c.data.crop_size = 160
+    # Real-ESRGAN's small model (as its realesr-general-x4v3): its nearest-upsampled skip lets
+    # it beat bicubic within the demo's CPU minutes, which an RRDBNet of this size does not.
+    c.model.arch = 'SRVGGNetCompact'
+    c.model.kwargs = ml_collections.ConfigDict({'num_feat': 32, 'num_conv': 8})
+    c.degradation.crop_pad, c.degradation.gt_size, c.degradation.pool_size = 128, 96, 64
+    c.data.crop_size = 128
     c.data.train = 'data/demo/train'
     c.data.batch_size = 8
     c.optim.lr = 5e-4
-    c.train.num_steps = 1500
-    c.train.log_every = 50
-    c.train.checkpoint_every = 500
-    c.eval.every = 500
+    c.train.num_steps = 2000
+    c.train.ema_decay = 0.99  # 0.999 averages over more steps than the demo takes
+    c.train.log_every = 100
+    c.train.checkpoint_every = 1000
+    c.eval.every = 1000
     c.eval.val = 'data/demo/val'
   elif arg:
     raise ValueError(f'unknown variant {arg!r}: use smoke or demo')
