@@ -21,11 +21,17 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   try:
-    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except (config_lib.ConfigError, train.TrainingStopped) as e:
     logging.error('%s', e)
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
+  if summary:
+    verdict = 'beats' if summary['psnr'] > summary['psnr_bicubic'] else 'does NOT beat'
+    print(f'validation ({_CONFIG.value.eval.val}): PSNR {summary["psnr"]:.2f} dB, bicubic '
+          f'{summary["psnr_bicubic"]:.2f} dB; SSIM {summary["ssim"]:.4f}, bicubic '
+          f'{summary["ssim_bicubic"]:.4f}: the model {verdict} bicubic. '
+          f'Model file: {_WORKDIR.value}/model.msgpack')
 
 
 if __name__ == '__main__':

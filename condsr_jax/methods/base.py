@@ -70,6 +70,9 @@ def make_degradation(config: ml_collections.ConfigDict):
   if kind == 'realesrgan':
     from condsr_jax.degrade import realesrgan  # pylint: disable=g-import-not-at-top
     return realesrgan.RealESRGANDegradation(config.degradation, config.scale)
+  if kind == 'classic':
+    from condsr_jax.degrade import classic  # pylint: disable=g-import-not-at-top
+    return classic.ClassicDegradation(config.degradation, config.scale)
   raise ValueError(f'config.degradation.kind = {kind!r} has no paired pipeline')
 
 
