@@ -236,6 +236,10 @@ class CMDSRMethod:
     lefts = np.linspace(0, w - size, self.n).astype(int)[::-1]
     crops = jnp.stack([lq[:, t:t + size, l:l + size] for t, l in zip(tops, lefts)], 1)
     cond = self.condition(params, cmdsr_nn.stack_support(crops), {})
+    return self.super_resolve_conditioned(params, lq, cond)
+
+  def super_resolve_conditioned(self, params: Any, lq: jax.Array, cond: jax.Array) -> jax.Array:
+    """SR of [B, h, w, C] in [0, 1] (task-major) under given [k, D] conditions, in [0, 1]."""
     return self._sr(params, lq, cond) / self.range
 
   def export(self, state: CMDSRState) -> tuple[models.ModelSpec, dict[str, Any]]:
