@@ -211,6 +211,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           checkpoint.export_model(workdir, spec, variables, step)
       if stop_now:
         break
+  if not summary and evaluator is not None and step >= num_steps:  # a finished run, resumed
+    summary = evaluator.run(method, state, writer, step)
   ckpt.close()
   writer.flush()
   logging.info('%s at step %d after %.0f s', 'stopped' if step < num_steps else 'finished', step,
