@@ -107,6 +107,23 @@ def default_config() -> ml_collections.ConfigDict:
   return c
 
 
+DEMO_TRAIN, DEMO_VAL = 'data/demo/train', 'data/demo/val'  # relative to the repository root
+
+
+def use_demo_images(c: ml_collections.ConfigDict) -> None:
+  """Trains on the shipped demo images and validates on the held-out ones."""
+  c.data.train, c.eval.val = DEMO_TRAIN, DEMO_VAL
+
+
+def shrink_to_smoke(c: ml_collections.ConfigDict, max_val_images: int = 2) -> None:
+  """A seconds-long run of a recipe (tests, CI): 6 steps of 4, checkpoints, two evaluations.
+  Recipes shrink their networks and crops themselves."""
+  use_demo_images(c)
+  c.data.batch_size = 4
+  c.train.num_steps, c.train.log_every, c.train.checkpoint_every = 6, 2, 2
+  c.eval.every, c.eval.max_images = 3, max_val_images
+
+
 def sibling_recipe(config_file: str, name: str) -> types.ModuleType:
   """The recipe module NAME.py in the folder of `config_file`: recipes derive from one another
   wherever the configs folder lives."""

@@ -33,32 +33,24 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval.every = 5000
   c.eval.grid = 'classic'
   if arg == 'smoke':
+    config_lib.shrink_to_smoke(c)
     c.model.kwargs = ml_collections.ConfigDict(
         {'num_feat': 8, 'num_block': 1, 'support_size': 2, 'cond_feat': 8})
     c.degradation.tasks.crops = ((8, 4),)
     c.degradation.gt_size, c.degradation.crop_pad = 32, 48
     c.data.crop_size = 48
-    c.data.train = 'data/demo/train'
-    c.data.batch_size = 4
     c.cmdsr.cond_every = 2
-    c.train.num_steps = 6
-    c.train.log_every = 2
-    c.train.checkpoint_every = 2
-    c.eval.every = 3
-    c.eval.val = 'data/demo/val'
-    c.eval.max_images = 2
   elif arg == 'demo':
     c.model.kwargs = ml_collections.ConfigDict(
         {'num_feat': 32, 'num_block': 4, 'support_size': 8, 'cond_feat': 32})
     c.degradation.tasks.crops = ((16, 16),)
     c.degradation.gt_size, c.degradation.crop_pad = 64, 192
     c.data.crop_size = 192
-    c.data.train = 'data/demo/train'
+    config_lib.use_demo_images(c)
     c.data.batch_size = 8
     c.optim.lr = c.optim_cond.lr = 5e-4
     c.train.num_steps = 2000
     c.train.checkpoint_every = c.eval.every = 500
-    c.eval.val = 'data/demo/val'
   elif arg:
     raise ValueError(f'unknown variant {arg!r}: use smoke or demo')
   return c

@@ -30,26 +30,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval.every = 5000
   c.eval.grid = 'bicubic'
   if arg == 'smoke':
+    config_lib.shrink_to_smoke(c, max_val_images=1)
     c.model.kwargs = ml_collections.ConfigDict({'num_feat': 8, 'num_block': 1})
-    c.data.train = 'data/demo/train'
     c.data.crop_size = c.degradation.gt_size = 32
-    c.data.batch_size = 4
-    c.train.num_steps = 6
-    c.train.log_every = 2
-    c.train.checkpoint_every = 2
-    c.eval.every = 3
-    c.eval.val = 'data/demo/val'
-    c.eval.max_images = 1
   elif arg == 'demo':
+    config_lib.use_demo_images(c)
     c.model.kwargs = ml_collections.ConfigDict({'num_feat': 32, 'num_block': 4})
-    c.data.train = 'data/demo/train'
     c.data.crop_size = c.degradation.gt_size = 96
     c.data.batch_size = 8
     c.optim.lr = 5e-4
     c.train.num_steps = 1500
     c.train.checkpoint_every = 500
     c.eval.every = 500
-    c.eval.val = 'data/demo/val'
   elif arg:
     raise ValueError(f'unknown variant {arg!r}: use smoke or demo')
   return c

@@ -7,7 +7,8 @@ loss and a U-Net discriminator with spectral norm (BasicSR `train_realesrgan_x4p
 `init.generator` takes a stage-1 workdir (its EMA weights), an exported model file or a
 converted PyTorch checkpoint such as RealESRNet_x4plus.pth; `init.discriminator` optionally
 RealESRGAN_x4plus_netD.pth. The perceptual loss needs torchvision's VGG19 weights file.
-Variants: ':smoke' (seconds; random VGG features), ':demo' (CPU minutes, after the stage-1 demo).
+Variants: ':smoke' (seconds; random VGG features), ':demo' (CPU minutes; starts from the stage-1
+demo in workdirs/demo and needs the VGG19 weights file).
 """
 
 import ml_collections
@@ -35,7 +36,7 @@ def recipe(scale: int, arg: str | None) -> ml_collections.ConfigDict:
     c.loss.allow_random_vgg = True
   elif arg == 'demo':
     c.discriminator.kwargs = ml_collections.ConfigDict({'num_feat': 32, 'skip_connection': True})
-    c.init.generator = 'workdirs/demo_esrnet'
+    c.init.generator = 'workdirs/demo'  # the stage-1 demo (README's main job)
     c.optim.lr = c.optim_d.lr = 1e-4
     c.train.num_steps = 500
   return c

@@ -33,17 +33,10 @@ def recipe(scale: int, arg: str | None) -> ml_collections.ConfigDict:
   c.eval.every = 5000
   c.eval.grid = 'realesrgan_draws'  # fixed draws of the training degradation
   if arg == 'smoke':
+    config_lib.shrink_to_smoke(c)
     c.model.kwargs = ml_collections.ConfigDict({'num_feat': 8, 'num_block': 1, 'num_grow_ch': 4})
     c.degradation.crop_pad, c.degradation.gt_size, c.degradation.pool_size = 64, 32, 8
     c.data.crop_size = 64
-    c.data.train = 'data/demo/train'
-    c.data.batch_size = 4
-    c.train.num_steps = 6
-    c.train.log_every = 2
-    c.train.checkpoint_every = 2
-    c.eval.every = 3
-    c.eval.val = 'data/demo/val'
-    c.eval.max_images = 2
   elif arg == 'demo':
     # Real-ESRGAN's small model (as its realesr-general-x4v3): its nearest-upsampled skip lets
     # it beat bicubic within the demo's CPU minutes, which an RRDBNet of this size does not.
@@ -51,7 +44,7 @@ def recipe(scale: int, arg: str | None) -> ml_collections.ConfigDict:
     c.model.kwargs = ml_collections.ConfigDict({'num_feat': 32, 'num_conv': 8})
     c.degradation.crop_pad, c.degradation.gt_size, c.degradation.pool_size = 128, 96, 64
     c.data.crop_size = 128
-    c.data.train = 'data/demo/train'
+    config_lib.use_demo_images(c)
     c.data.batch_size = 8
     c.optim.lr = 5e-4
     c.train.num_steps = 2000
@@ -59,7 +52,6 @@ def recipe(scale: int, arg: str | None) -> ml_collections.ConfigDict:
     c.train.log_every = 100
     c.train.checkpoint_every = 1000
     c.eval.every = 1000
-    c.eval.val = 'data/demo/val'
   elif arg:
     raise ValueError(f'unknown variant {arg!r}: use smoke or demo')
   return c

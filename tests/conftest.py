@@ -35,3 +35,19 @@ def pytest_unconfigure(config):
 @pytest.fixture
 def fixtures_dir() -> pathlib.Path:
   return FIXTURES
+
+
+@pytest.fixture
+def smoke_config():
+  """Factory: the ':smoke' variant of configs/NAME.py on the demo images, with overrides
+  given as flattened names (`**{'train.num_steps': 4}`)."""
+  from condsr_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+
+  def make(name: str = 'edsr_bicubic_x4', **overrides):
+    c = config_lib.sibling_recipe(str(REPO / 'configs' / f'{name}.py'), name).get_config('smoke')
+    c.data.train = str(REPO / 'data' / 'demo' / 'train')
+    c.eval.val = str(REPO / 'data' / 'demo' / 'val')
+    c.update_from_flattened_dict(overrides)
+    return c
+
+  return make

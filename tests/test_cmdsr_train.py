@@ -8,29 +8,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from condsr_jax import cli, config as config_lib, images, methods, train
+from condsr_jax import cli, images, methods, train
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
-def recipe(name, **overrides):
-  c = config_lib.sibling_recipe(str(REPO / 'configs' / 'x.py'), name).get_config('smoke')
-  c.data.train = str(REPO / 'data' / 'demo' / 'train')
-  c.eval.val = str(REPO / 'data' / 'demo' / 'val')
-  for key, value in overrides.items():
-    node = c
-    *parents, leaf = key.split('.')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return c
-
-
 @pytest.mark.parametrize('name', ['cmdsr_srresnet_x4', 'cmdsr_rrdb_x4'])
-def test_recipe_trains_resumes_exports_and_upscales(tmp_path, name):
+def test_recipe_trains_resumes_exports_and_upscales(tmp_path, name, smoke_config):
   workdir = tmp_path / 'run'
-  train.train_and_evaluate(recipe(name, **{'train.num_steps': 4}), str(workdir))
-  summary = train.train_and_evaluate(recipe(name), str(workdir))  # resumes 4 -> 6
+  train.train_and_evaluate(smoke_config(name, **{'train.num_steps': 4}), str(workdir))
+  summary = train.train_and_evaluate(smoke_config(name), str(workdir))  # resumes 4 -> 6
   assert np.isfinite(summary['psnr'])
   out = tmp_path / 'out'
   lr = images.read_image(REPO / 'tests' / 'fixtures' / 'torch_rrdbnet' / 'input.png')
@@ -50,8 +37,8 @@ def _batch(method, config, seed=0):
   return batch
 
 
-def test_condition_net_steps_every_cond_every_sr_steps():
-  config = recipe('cmdsr_srresnet_x4', **{'cmdsr.cond_every': 4})
+def test_condition_net_steps_every_cond_every_sr_steps(smoke_config):
+  config = smoke_config('cmdsr_srresnet_x4', **{'cmdsr.cond_every': 4})
   method = methods.build(config)
   state = jax.jit(method.init_state)(jax.random.key_data(jax.random.key(0)))
   step = jax.jit(method.train_step)
@@ -69,8 +56,8 @@ def test_condition_net_steps_every_cond_every_sr_steps():
 
 
 @pytest.mark.parametrize('condition', ['oracle', 'none'])
-def test_oracle_and_blind_conditions_train(condition):
-  config = recipe('cmdsr_srresnet_x4', **{'cmdsr.condition': condition})
+def test_oracle_and_blind_conditions_train(condition, smoke_config):
+  config = smoke_config('cmdsr_srresnet_x4', **{'cmdsr.condition': condition})
   method = methods.build(config)
   state = jax.jit(method.init_state)(jax.random.key_data(jax.random.key(0)))
   assert ('oracle' in state.params) == (condition == 'oracle')
@@ -79,9 +66,9 @@ def test_oracle_and_blind_conditions_train(condition):
   assert np.isfinite(float(m['loss'])) and int(state.step) == 1
 
 
-def test_rrdb_variant_starts_from_a_converted_rrdbnet(tmp_path):
+def test_rrdb_variant_starts_from_a_converted_rrdbnet(tmp_path, smoke_config):
   fixture = REPO / 'tests' / 'fixtures' / 'reference' / 'basicsr' / 'rrdbnet_x4.npz'
-  config = recipe('cmdsr_rrdb_x4', **{'init.generator': str(fixture)})
+  config = smoke_config('cmdsr_rrdb_x4', **{'init.generator': str(fixture)})
   config.model.kwargs.update({'num_feat': 32, 'num_block': 2, 'num_grow_ch': 16})
   method = methods.build(config)
   init = methods.initial_weights(method, config)

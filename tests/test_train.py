@@ -20,20 +20,6 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 SMOKE = 'configs/edsr_bicubic_x4.py:smoke'
 
 
-def smoke_config(**overrides):
-  from configs import edsr_bicubic_x4  # pylint: disable=g-import-not-at-top
-  c = edsr_bicubic_x4.get_config('smoke')
-  c.data.train = str(REPO / 'data' / 'demo' / 'train')
-  c.eval.val = str(REPO / 'data' / 'demo' / 'val')
-  for key, value in overrides.items():
-    node = c
-    *parents, leaf = key.split('.')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return c
-
-
 def checkpoint_params(workdir, step):
   path = pathlib.Path(workdir) / 'checkpoints' / str(step) / 'state'
   with ocp.StandardCheckpointer() as ckptr:
@@ -53,7 +39,7 @@ def run_main(workdir, *flags, env=None, wait=True):
   return proc.returncode, out
 
 
-def test_smoke_run_checkpoints_evaluates_and_exports(tmp_path):
+def test_smoke_run_checkpoints_evaluates_and_exports(tmp_path, smoke_config):
   summary = train.train_and_evaluate(smoke_config(**{'train.keep_checkpoints': 2}), str(tmp_path))
   assert {'psnr', 'ssim', 'psnr_bicubic'} <= set(summary)
   names = set(os.listdir(tmp_path))
@@ -64,7 +50,7 @@ def test_smoke_run_checkpoints_evaluates_and_exports(tmp_path):
   assert spec.arch == 'EDSR' and meta['step'] == 6
 
 
-def test_resume_is_exact(tmp_path):
+def test_resume_is_exact(tmp_path, smoke_config):
   straight, split = tmp_path / 'straight', tmp_path / 'split'
   train.train_and_evaluate(smoke_config(**{'train.num_steps': 4}), str(straight))
   train.train_and_evaluate(smoke_config(**{'train.num_steps': 2}), str(split))
@@ -76,7 +62,7 @@ def test_resume_is_exact(tmp_path):
   jax.tree.map(np.testing.assert_array_equal, ema_a, ema_b)
 
 
-def test_sharded_step_equals_single_device_step():
+def test_sharded_step_equals_single_device_step(smoke_config):
   assert jax.device_count() == 4
   config = smoke_config()
   method = methods.build(config)
@@ -104,18 +90,18 @@ def test_sharded_step_equals_single_device_step():
     ('degradation.gt_size', 30, 'multiple of the scale 4'),
     ('loss.gan_type', 'wgan', 'one of'),
 ])
-def test_bad_config_names_the_field(tmp_path, field, value, message):
+def test_bad_config_names_the_field(tmp_path, field, value, message, smoke_config):
   with pytest.raises(config_lib.ConfigError, match=f'config.{field} = .*{message}'):
     train.train_and_evaluate(smoke_config(**{field: value}), str(tmp_path))
 
 
-def test_perceptual_loss_without_vgg_weights_says_what_to_get(tmp_path):
+def test_perceptual_loss_without_vgg_weights_says_what_to_get(tmp_path, smoke_config):
   config = smoke_config(**{'loss.perceptual_weight': 1.0})
   with pytest.raises(config_lib.ConfigError, match='vgg19-dcbb9e9d.pth'):
     train.train_and_evaluate(config, str(tmp_path))
 
 
-def test_non_finite_updates_are_skipped_then_stop(tmp_path):
+def test_non_finite_updates_are_skipped_then_stop(tmp_path, smoke_config):
   train.train_and_evaluate(smoke_config(**{'train.num_steps': 4}), str(tmp_path))
   good = checkpoint_params(tmp_path, 4)
   # Resume with a learning rate that overflows float32: every update is non-finite.
@@ -175,7 +161,7 @@ def test_kill_9_resumes_from_last_complete_checkpoint(tmp_path):
   assert resumed >= 4 and resumed % 2 == 0
 
 
-def test_checkpoint_from_4_devices_resumes_on_1(tmp_path):
+def test_checkpoint_from_4_devices_resumes_on_1(tmp_path, smoke_config):
   train.train_and_evaluate(smoke_config(**{'train.num_steps': 2}), str(tmp_path))
   code, out = run_main(tmp_path, '--config.train.num_steps=4', '--config.data.batch_size=4',
                        env={'JAX_NUM_CPU_DEVICES': '1'})
