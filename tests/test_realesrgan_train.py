@@ -1,0 +1,25 @@
+"""Real-ESRGAN's two stages at smoke size: ESRNet trains, resumes and exports; the GAN stage
+starts from the ESRNet workdir and trains its discriminator."""
+
+import numpy as np
+
+from condsr_jax import models, train
+
+
+def test_realesrnet_then_realesrgan(tmp_path, smoke_config):
+  esrnet, esrgan = tmp_path / 'esrnet', tmp_path / 'esrgan'
+  train.train_and_evaluate(smoke_config('realesrnet_x4plus', **{'train.num_steps': 4}),
+                           str(esrnet))
+  summary = train.train_and_evaluate(smoke_config('realesrnet_x4plus'), str(esrnet))
+  assert np.isfinite(summary['psnr']) and summary['psnr_bicubic'] > 0
+  spec, stage1, meta = models.load_model_file(esrnet / 'model.msgpack')
+  assert spec.arch == 'RRDBNet' and meta['step'] == 6
+  config = smoke_config('realesrgan_x4plus', **{'init.generator': str(esrnet),
+                                                'train.num_steps': 2, 'eval.every': 0})
+  train.train_and_evaluate(config, str(esrgan))
+  _, stage2, meta = models.load_model_file(esrgan / 'model.msgpack')
+  assert meta['step'] == 2
+  # The GAN stage started from the ESRNet weights and moved away from them.
+  a = np.asarray(stage1['params']['conv_first']['kernel'])
+  b = np.asarray(stage2['params']['conv_first']['kernel'])
+  assert 0 < np.abs(a - b).max() < 0.1 * np.abs(a).max()
