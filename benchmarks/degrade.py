@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from condsr_jax.degrade import noise, realesrgan
+from condsr_jax.degrade import filters, noise, realesrgan
 
 TORCH_PAIRS_PER_S = 0.86
 
@@ -62,8 +62,8 @@ def stage_profile(deg: realesrgan.RealESRGANDegradation, batch: dict, key: jax.A
   gt = jnp.asarray(batch['gt'])
   shared = deg.config.mode == 'reference'
   n1 = p['resize1/size']
-  usm = jax.jit(realesrgan.usm_sharp)(gt)
-  blur1 = jax.jit(realesrgan.filter_on_canvas)(usm, p['kernel1'])
+  usm = jax.jit(filters.usm_sharp)(gt)
+  blur1 = jax.jit(filters.filter_on_canvas)(usm, p['kernel1'])
   resize1 = jax.jit(lambda x: realesrgan.resize_on_canvas(
       x, g.stage1, p['resize1/mode'], scale=p['resize1/scale'], out_valid=n1))
   canvas1 = resize1(blur1)
@@ -71,19 +71,19 @@ def stage_profile(deg: realesrgan.RealESRGANDegradation, batch: dict, key: jax.A
       k, x, p['noise1/gaussian'], p['noise1/sigma'], p['noise1/poisson_scale'],
       p['noise1/gray'], n1, shared))
   normals = jax.jit(lambda k: jax.random.normal(k, canvas1.shape))
-  levels = jax.jit(lambda x: realesrgan.poisson_levels(noise.quantize(x)))
+  levels = jax.jit(lambda x: noise.poisson_levels(x))
   jpeg1 = jax.jit(lambda x: realesrgan.jpeg_on_canvas(x, p['jpeg1/quality'], n1))
   stage1 = jax.jit(deg.first_degradation)(usm, p, key)
   stage2 = jax.jit(deg.second_degradation)(stage1, p, key)
   ops = {
-      'usm_sharp (400)': (jax.jit(realesrgan.usm_sharp), (gt,)),
-      'blur 1 (400, FFT)': (jax.jit(realesrgan.filter_on_canvas), (usm, p['kernel1'])),
+      'usm_sharp (400)': (jax.jit(filters.usm_sharp), (gt,)),
+      'blur 1 (400, FFT)': (jax.jit(filters.filter_on_canvas), (usm, p['kernel1'])),
       f'resize 1 (400 -> {g.stage1})': (resize1, (blur1,)),
       f'noise 1 ({g.stage1})': (noise1, (canvas1, key)),
       f'  normal deviates ({g.stage1})': (normals, (key,)),
       f'  Poisson levels ({g.stage1})': (levels, (canvas1,)),
       f'jpeg 1 ({g.stage1})': (jpeg1, (canvas1,)),
-      f'blur 2 ({g.stage1}, FFT)': (jax.jit(realesrgan.filter_on_canvas),
+      f'blur 2 ({g.stage1}, FFT)': (jax.jit(filters.filter_on_canvas),
                                     (stage1, p['kernel2'], n1)),
       '= first degradation': (jax.jit(deg.first_degradation), (usm, p, key)),
       '= second degradation': (jax.jit(deg.second_degradation), (stage1, p, key)),

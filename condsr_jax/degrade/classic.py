@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from condsr_jax.degrade import jpeg, kernels, matlab, noise, realesrgan, resize, sampling
+from condsr_jax.degrade import filters, jpeg, kernels, matlab, noise, realesrgan, resize, sampling
 
 Batch = Mapping[str, jax.Array]
 
@@ -163,7 +163,7 @@ class ClassicDegradation:
     rounding = self.config.rounding
     # Patches as channels: one kernel per task, reflect-101 at each patch's border.
     x = jnp.asarray(hr, jnp.float32).transpose(0, 2, 3, 1, 4).reshape(b, h, w, m * c)
-    x = realesrgan.filter_on_canvas(x, p['kernel'])
+    x = filters.filter_on_canvas(x, p['kernel'])
     if rounding == 'cmdsr':  # cv2 blurs and resizes uint8 images
       x = noise.quantize(x)
     x = self._downsample(x)

@@ -8,6 +8,8 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from scipy import special
 
 from condsr_jax.degrade.color import rgb_to_gray
 
@@ -58,26 +60,88 @@ def quantize(img: jax.Array) -> jax.Array:
   return jnp.clip(jnp.round(img * 255.0), 0, 255) / 255.0
 
 
+_POISSON_LEVELS = 9  # levels 2^0 .. 2^8
+_POISSON_TAIL = 512  # CDF entries per rate (rates <= 256: P(X >= 512) is negligible)
+_Z_RANGE = (-8.0, 5.5)  # normal deviates bucketed for the guide table (float32 ndtr is 1 above)
+_Z_BUCKETS = 256
+_WINDOW = 8  # inverse-CDF search window from the guide: 3 look-ups
+
+
+@functools.cache
+def _poisson_tables() -> tuple[np.ndarray, np.ndarray]:
+  """Flattened float32 CDFs and int32 guide of Poisson(v 2^l / 255), l < 9, v < 256.
+
+  cdf[l, v, k] = P(X <= k) (float64, rounded); guide[l, v, j] = #{k : cdf[k] < ndtr(z_j)} at
+  the bucket edges z_j of `_Z_RANGE`, so a deviate in bucket j has its inverse CDF in
+  guide[j] .. guide[j + 1]; checked to fit `_WINDOW` with a margin of 2 on each side (for the
+  float32 evaluation of ndtr). Deviates below -8 (probability 6e-16) use the first bucket.
+  """
+  rate = np.arange(256)[None, :] * 2.0 ** np.arange(_POISSON_LEVELS)[:, None] / 255.0
+  k = np.arange(_POISSON_TAIL, dtype=np.float64)
+  cdf = special.pdtr(k[None, None, :], rate[..., None]).astype(np.float32)
+  lo, hi = _Z_RANGE
+  edges = special.ndtr(lo + np.arange(_Z_BUCKETS + 1) * (hi - lo) / _Z_BUCKETS)
+  edges = edges.astype(np.float32)
+  guide = np.stack([np.searchsorted(row, edges, side='left')
+                    for row in cdf.reshape(-1, _POISSON_TAIL)]).astype(np.int32)
+  widest = int(np.max(guide[:, 1:] - guide[:, :-1]))
+  if widest + 4 > _WINDOW:
+    raise AssertionError(f'Poisson guide buckets span {widest} values; widen _WINDOW')
+  return cdf.ravel(), guide.ravel()
+
+
+@jax.jit
+def quantized_poisson(z: jax.Array, img_q: jax.Array, levels: jax.Array) -> jax.Array:
+  """Poisson(img_q * levels) by inversion of the CDF at ndtr(z), z a standard normal field.
+
+  `img_q` is 8-bit quantised, `levels` [B] powers of two up to 256 (so the rate is one of
+  9 * 256 tabulated values). A guide table indexed by z narrows the search to 8 CDF entries:
+  four table look-ups per value, instead of `jax.random.poisson`'s rejection loops (slow on
+  CPU). Drawing from normal deviates lets Gaussian and Poisson fields share them.
+  """
+  cdf, guide = (jnp.asarray(t) for t in _poisson_tables())
+  v = jnp.round(img_q * 255.0).astype(jnp.int32)
+  level = jnp.round(jnp.log2(levels)).astype(jnp.int32)[:, None, None, None]
+  row = level * 256 + v
+  lo, hi = _Z_RANGE
+  bucket = jnp.clip(jnp.floor((z - lo) * (_Z_BUCKETS / (hi - lo))), 0, _Z_BUCKETS - 1)
+  start = jnp.maximum(guide[row * (_Z_BUCKETS + 1) + bucket.astype(jnp.int32)] - 2, 0)
+  u = jax.scipy.special.ndtr(z)
+  count = jnp.zeros(z.shape, jnp.int32)
+  step = _WINDOW // 2
+  while step:
+    k = jnp.minimum(start + count + step - 1, _POISSON_TAIL - 1)
+    count = jnp.where(cdf[row * _POISSON_TAIL + k] < u, count + step, count)
+    step //= 2
+  return (start + count).astype(jnp.float32)
+
+
+@jax.jit
 def poisson_levels(img: jax.Array, valid: jax.Array | None = None) -> jax.Array:
   """Per-image Poisson levels: 2^ceil(log2(#distinct 8-bit values over C*H*W)), in 1..256.
 
-  Counts with a 256-bin histogram (jit-friendly `torch.unique`); `valid` [B, H, W, 1] (bool)
-  restricts the count to a region, e.g. the valid part of a canvas.
+  A jit-friendly `torch.unique`: one 256-bin histogram per image row, then merged (scatter-adds
+  into few bins serialise on GPUs). `valid` [B, H, W, 1] (bool) restricts the count to a
+  region, e.g. the valid part of a canvas.
   """
-  b = img.shape[0]
-  values = jnp.clip(jnp.round(img * 255.0), 0, 255).astype(jnp.int32).reshape(b, -1)
-  weights = jnp.ones(img.shape, jnp.float32) if valid is None else jnp.broadcast_to(
-      jnp.asarray(valid, jnp.float32), img.shape)
-  counts = jax.vmap(lambda v, wt: jnp.bincount(v, wt, length=256))(values, weights.reshape(b, -1))
-  distinct = jnp.sum(counts > 0, axis=-1)
-  powers = 2 ** jnp.arange(9)
+  b, h = img.shape[:2]
+  values = jnp.clip(jnp.round(img * 255.0), 0, 255).astype(jnp.int32).reshape(b, h, -1)
+  bins = values + 256 * jnp.arange(h, dtype=jnp.int32)[None, :, None]
+  weights = jnp.ones(values.shape, jnp.float32) if valid is None else jnp.broadcast_to(
+      jnp.asarray(valid, jnp.float32), img.shape).reshape(values.shape)
+  counts = jax.vmap(lambda v, w: jnp.bincount(v.ravel(), w.ravel(), length=h * 256))(
+      bins, weights)
+  distinct = jnp.sum(jnp.any(counts.reshape(b, h, 256) > 0, axis=1), axis=-1)
+  powers = 2 ** jnp.arange(_POISSON_LEVELS)
   return (2.0 ** jnp.sum(distinct[:, None] > powers[None, :], axis=-1)).astype(jnp.float32)
 
 
-def _poisson_field(key: jax.Array, img: jax.Array, valid: jax.Array | None) -> jax.Array:
+def poisson_field(z: jax.Array, img: jax.Array, valid: jax.Array | None = None) -> jax.Array:
+  """BasicSR's Poisson noise of `img` drawn from normal deviates `z` (same shape):
+  Poisson(img_q * L) / L - img_q, img_q the 8-bit image, L = `poisson_levels` over `valid`."""
   img_q = quantize(img)
-  levels = poisson_levels(img_q, valid)[:, None, None, None]
-  return jax.random.poisson(key, img_q * levels).astype(jnp.float32) / levels - img_q
+  levels = poisson_levels(img_q, valid)
+  return quantized_poisson(z, img_q, levels) / levels[:, None, None, None] - img_q
 
 
 @jax.jit
@@ -91,8 +155,10 @@ def poisson_noise(key: jax.Array, img: jax.Array, scale: ArrayLike, gray: ArrayL
   """
   b = img.shape[0]
   key_color, key_gray = jax.random.split(key)
-  color = _poisson_field(key_color, img, valid)
-  gray_noise = _poisson_field(key_gray, rgb_to_gray(img), valid)
+  gray_img = rgb_to_gray(img)
+  color = poisson_field(jax.random.normal(key_color, img.shape, jnp.float32), img, valid)
+  gray_noise = poisson_field(jax.random.normal(key_gray, gray_img.shape, jnp.float32),
+                             gray_img, valid)
   g = _per_image(gray, b)
   return (color * (1 - g) + gray_noise * g) * _per_image(scale, b)
 

@@ -19,14 +19,12 @@ import functools
 import math
 from typing import Any, Mapping
 
-import cv2
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from scipy import special
 
-from condsr_jax.degrade import color, jpeg, kernels, noise, resize, sampling
+from condsr_jax.degrade import color, filters, jpeg, kernels, noise, resize, sampling
 
 ArrayLike = jax.typing.ArrayLike
 Batch = Mapping[str, jax.Array]
@@ -213,74 +211,6 @@ def valid_mask(valid: ArrayLike, size: int) -> jax.Array:
   return (inside[:, :, None] & inside[:, None, :]).astype(jnp.float32)[..., None]
 
 
-def _reflect_index(size: int, pad: int, valid: ArrayLike) -> jax.Array:
-  """Source rows of a canvas reflect-101-padded by `pad` at the valid border `valid`."""
-  j = jnp.abs(jnp.arange(-pad, size + pad))
-  last = jnp.asarray(valid, jnp.int32) - 1
-  j = jnp.where(j > last, 2 * last - j, j)
-  return jnp.clip(j, 0, size - 1)
-
-
-def _fft_size(n: int) -> int:
-  """The smallest 2^a 3^b 5^c >= n (fast FFT lengths)."""
-  best = 1 << (n - 1).bit_length()
-  for a in range(best.bit_length()):
-    for b in range(int(math.log(best, 3)) + 1):
-      m = (1 << a) * 3 ** b
-      while m < n:
-        m *= 5
-      best = min(best, m)
-  return best
-
-
-@jax.jit
-def filter_on_canvas(img: jax.Array, kernel: jax.Array, valid: ArrayLike | None = None
-                     ) -> jax.Array:
-  """BasicSR `filter2D` of each image's valid region (reflect-101 at its true border).
-
-  Computed as an FFT correlation of the reflect-padded canvas: equal to the direct sum up to
-  float32 rounding, and cheaper than a per-image depthwise conv for 21x21 and larger kernels.
-
-  Args:
-    img: [B, H, H, C] canvases.
-    kernel: [k, k] for all images or [B, k, k] per image; odd k.
-    valid: [B] valid sizes (each > k // 2), or None for the whole canvas.
-  Returns:
-    [B, H, H, C]; outside the valid region the values are meaningless (mask them).
-  """
-  b, h, w, _ = img.shape
-  if h != w:
-    raise ValueError(f'square canvases only, got {h}x{w}')
-  k = kernel.shape[-1]
-  p = k // 2
-  if valid is None:
-    idx = np.abs(np.arange(-p, h + p))
-    idx = np.where(idx > h - 1, 2 * (h - 1) - idx, idx)
-    padded = img[:, idx][:, :, idx]
-  else:
-    idx = jax.vmap(lambda n: _reflect_index(h, p, n))(jnp.broadcast_to(valid, (b,)))
-    padded = jax.vmap(lambda x, i: x[i][:, i])(img, idx)
-  n = _fft_size(h + 2 * p)
-  spec = jnp.fft.rfft2(padded, s=(n, n), axes=(1, 2))
-  kspec = jnp.fft.rfft2(jnp.asarray(kernel, jnp.float32), s=(n, n), axes=(-2, -1))
-  kspec = jnp.conj(kspec)[..., None] if kernel.ndim == 3 else jnp.conj(kspec)[None, ..., None]
-  out = jnp.fft.irfft2(spec * kspec, s=(n, n), axes=(1, 2))
-  return out[:, :h, :w].astype(img.dtype)
-
-
-@functools.partial(jax.jit, static_argnames=('radius',))
-def usm_sharp(img: jax.Array, weight: float = 0.5, threshold: float = 10.0,
-              radius: int = 50) -> jax.Array:
-  """`filters.usm_sharp` with its two Gaussian blurs computed by `filter_on_canvas` (FFT)."""
-  taps = cv2.getGaussianKernel(radius + 1 if radius % 2 == 0 else radius, 0)[:, 0]
-  gauss = jnp.asarray(np.outer(taps, taps), jnp.float32)
-  residual = img - filter_on_canvas(img, gauss)
-  mask = (jnp.abs(residual) * 255 > threshold).astype(img.dtype)
-  soft = filter_on_canvas(mask, gauss)
-  sharp = jnp.clip(img + weight * residual, 0, 1)
-  return soft * sharp + (1 - soft) * img
-
-
 def resize_matrices(in_size: int, out_size: int, mode: ArrayLike, *,
                     scale: ArrayLike | None = None, in_valid: ArrayLike | None = None,
                     out_valid: ArrayLike | None = None) -> jax.Array:
@@ -327,86 +257,6 @@ def jpeg_on_canvas(img: jax.Array, quality: ArrayLike, valid: ArrayLike | None =
 # ------------------------------------------------------------------------------------------------
 # Noise.
 
-_POISSON_LEVELS = 9  # levels 2^0 .. 2^8
-_POISSON_TAIL = 512  # CDF entries per rate (rates <= 256: P(X >= 512) is negligible)
-_Z_RANGE = (-8.0, 5.5)  # normal deviates bucketed for the guide table (float32 ndtr is 1 above)
-_Z_BUCKETS = 256
-_WINDOW = 8  # inverse-CDF search window from the guide: 3 look-ups
-
-
-@functools.cache
-def _poisson_tables() -> tuple[np.ndarray, np.ndarray]:
-  """Flattened float32 CDFs and int32 guide of Poisson(v 2^l / 255), l < 9, v < 256.
-
-  cdf[l, v, k] = P(X <= k) (float64, rounded); guide[l, v, j] = #{k : cdf[k] < ndtr(z_j)} at
-  the bucket edges z_j of `_Z_RANGE`, so a deviate in bucket j has its inverse CDF in
-  guide[j] .. guide[j + 1]; checked to fit `_WINDOW` with a margin of 2 on each side (for the
-  float32 evaluation of ndtr). Deviates below -8 (probability 6e-16) use the first bucket.
-  """
-  rate = np.arange(256)[None, :] * 2.0 ** np.arange(_POISSON_LEVELS)[:, None] / 255.0
-  k = np.arange(_POISSON_TAIL, dtype=np.float64)
-  cdf = special.pdtr(k[None, None, :], rate[..., None]).astype(np.float32)
-  lo, hi = _Z_RANGE
-  edges = special.ndtr(lo + np.arange(_Z_BUCKETS + 1) * (hi - lo) / _Z_BUCKETS)
-  edges = edges.astype(np.float32)
-  guide = np.stack([np.searchsorted(row, edges, side='left')
-                    for row in cdf.reshape(-1, _POISSON_TAIL)]).astype(np.int32)
-  widest = int(np.max(guide[:, 1:] - guide[:, :-1]))
-  if widest + 4 > _WINDOW:
-    raise AssertionError(f'Poisson guide buckets span {widest} values; widen _WINDOW')
-  return cdf.ravel(), guide.ravel()
-
-
-@jax.jit
-def quantized_poisson(z: jax.Array, img_q: jax.Array, levels: jax.Array) -> jax.Array:
-  """Poisson(img_q * levels) by inversion of the CDF at ndtr(z), z a standard normal field.
-
-  `img_q` is 8-bit quantised, `levels` [B] powers of two up to 256 (so the rate is one of
-  9 * 256 tabulated values). A guide table indexed by z narrows the search to 8 CDF entries:
-  four table look-ups per value, instead of `jax.random.poisson`'s rejection loops (slow on
-  CPU). Drawing from normal deviates lets the Gaussian and Poisson fields share them.
-  """
-  cdf, guide = (jnp.asarray(t) for t in _poisson_tables())
-  v = jnp.round(img_q * 255.0).astype(jnp.int32)
-  level = jnp.round(jnp.log2(levels)).astype(jnp.int32)[:, None, None, None]
-  row = level * 256 + v
-  lo, hi = _Z_RANGE
-  bucket = jnp.clip(jnp.floor((z - lo) * (_Z_BUCKETS / (hi - lo))), 0, _Z_BUCKETS - 1)
-  start = jnp.maximum(guide[row * (_Z_BUCKETS + 1) + bucket.astype(jnp.int32)] - 2, 0)
-  u = jax.scipy.special.ndtr(z)
-  count = jnp.zeros(z.shape, jnp.int32)
-  step = _WINDOW // 2
-  while step:
-    k = jnp.minimum(start + count + step - 1, _POISSON_TAIL - 1)
-    count = jnp.where(cdf[row * _POISSON_TAIL + k] < u, count + step, count)
-    step //= 2
-  return (start + count).astype(jnp.float32)
-
-
-@jax.jit
-def poisson_levels(img_q: jax.Array, valid: jax.Array | None = None) -> jax.Array:
-  """`noise.poisson_levels` (2^ceil(log2(#distinct 8-bit values)) per image, over `valid`)
-  counted in one 256-bin histogram per image row, then merged: scatter-adds into few bins
-  serialise on GPUs, and one histogram per image was the pipeline's slowest step there."""
-  b, h = img_q.shape[:2]
-  values = jnp.round(img_q * 255.0).astype(jnp.int32).reshape(b, h, -1)
-  bins = values + 256 * jnp.arange(h, dtype=jnp.int32)[None, :, None]
-  weights = jnp.ones(values.shape, jnp.float32) if valid is None else jnp.broadcast_to(
-      jnp.asarray(valid, jnp.float32), img_q.shape).reshape(values.shape)
-  counts = jax.vmap(lambda v, w: jnp.bincount(v.ravel(), w.ravel(), length=h * 256))(
-      bins, weights)
-  distinct = jnp.sum(jnp.any(counts.reshape(b, h, 256) > 0, axis=1), axis=-1)
-  return 2.0 ** jnp.ceil(jnp.log2(jnp.maximum(distinct, 1).astype(jnp.float32)))
-
-
-def _poisson_field(z: jax.Array, img: jax.Array, valid: jax.Array | None) -> jax.Array:
-  """BasicSR's Poisson noise of one image batch: measured on the 8-bit image, with levels
-  2^ceil(log2(#distinct values)) counted over `valid`."""
-  img_q = noise.quantize(img)
-  levels = poisson_levels(img_q, valid)
-  return quantized_poisson(z, img_q, levels) / levels[:, None, None, None] - img_q
-
-
 @functools.partial(jax.jit, static_argnames=('reference',))
 def add_noise(key: jax.Array, img: jax.Array, gaussian: ArrayLike, sigma: ArrayLike,
               poisson_scale: ArrayLike, gray: ArrayLike, valid: ArrayLike | None = None,
@@ -435,8 +285,8 @@ def add_noise(key: jax.Array, img: jax.Array, gaussian: ArrayLike, sigma: ArrayL
 
   def poisson():
     mask = None if valid is None else valid_mask(valid, h) > 0
-    field = (_poisson_field(z_color, img, mask) * (1 - g)
-             + _poisson_field(z_gray, color.rgb_to_gray(img), mask) * g)
+    field = (noise.poisson_field(z_color, img, mask) * (1 - g)
+             + noise.poisson_field(z_gray, color.rgb_to_gray(img), mask) * g)
     return field * per_image(poisson_scale)
 
   gaussian = jnp.asarray(gaussian, bool)
@@ -501,7 +351,7 @@ class RealESRGANDegradation:
   def first_degradation(self, img: jax.Array, p: Batch, key: jax.Array) -> jax.Array:
     """Blur, resize by `scale_factor`, noise, JPEG: [B, S, S, 3] -> stage-1 canvas."""
     n1 = p['resize1/size']
-    out = filter_on_canvas(img, p['kernel1'])
+    out = filters.filter_on_canvas(img, p['kernel1'])
     out = resize_on_canvas(out, self.geometry.stage1, p['resize1/mode'],
                            scale=p['resize1/scale'], out_valid=n1)
     out = add_noise(key, out, p['noise1/gaussian'], p['noise1/sigma'], p['noise1/poisson_scale'],
@@ -511,7 +361,7 @@ class RealESRGANDegradation:
   def second_degradation(self, img: jax.Array, p: Batch, key: jax.Array) -> jax.Array:
     """Optional blur, resize by `size`, noise: stage-1 canvas -> stage-2 canvas."""
     n1, n2 = p['resize1/size'], p['resize2/size']
-    blurred = filter_on_canvas(img, p['kernel2'], n1)
+    blurred = filters.filter_on_canvas(img, p['kernel2'], n1)
     out = jnp.where(p['blur2/apply'][:, None, None, None], blurred, img)
     out = resize_on_canvas(out, self.geometry.stage2, p['resize2/mode'], in_valid=n1,
                            out_valid=n2)
@@ -527,10 +377,10 @@ class RealESRGANDegradation:
     def resize_back(x):
       return resize_on_canvas(x, self.geometry.lq_size, p['final/mode'], in_valid=n2)
 
-    sinc_first = jpeg_on_canvas(filter_on_canvas(resize_back(img), p['sinc']),
+    sinc_first = jpeg_on_canvas(filters.filter_on_canvas(resize_back(img), p['sinc']),
                                 p['jpeg2/quality'])
-    jpeg_first = filter_on_canvas(resize_back(jpeg_on_canvas(img, p['jpeg2/quality'], n2)),
-                                  p['sinc'])
+    jpeg_first = filters.filter_on_canvas(
+        resize_back(jpeg_on_canvas(img, p['jpeg2/quality'], n2)), p['sinc'])
     out = jnp.where(p['final/sinc_first'][:, None, None, None], sinc_first, jpeg_first)
     return noise.quantize(out)
 
@@ -547,7 +397,7 @@ class RealESRGANDegradation:
       raise ValueError(f'{channels}-channel images: 1 or 3 supported')
     p = self.record(batch, crop)
     k1, k2 = jax.random.split(key)
-    gt_usm = usm_sharp(gt, c.usm_weight, c.usm_threshold, c.usm_radius)
+    gt_usm = filters.usm_sharp(gt, c.usm_weight, c.usm_threshold, c.usm_radius)
     # Gray images run as RGB with gray noise only, so they stay gray through JPEG.
     out = jnp.broadcast_to(gt_usm, (b, s, s, 3))
     out = self.first_degradation(out, p, k1)
