@@ -10,25 +10,15 @@ second-order degradation on a 2-core CPU), and the median time of every stage ji
 
 import argparse
 import time
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from condsr_jax.degrade import filters, noise, realesrgan
+import timing
 
 TORCH_PAIRS_PER_S = 0.86
-
-
-def _median_seconds(fn: Callable, args: tuple, repeats: int) -> float:
-  jax.block_until_ready(fn(*args))  # warm-up
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - t0)
-  return float(np.median(times))
 
 
 def make_batch(deg: realesrgan.RealESRGANDegradation, batch: int, seed: int = 0) -> dict:
@@ -89,7 +79,7 @@ def stage_profile(deg: realesrgan.RealESRGANDegradation, batch: dict, key: jax.A
       '= second degradation': (jax.jit(deg.second_degradation), (stage1, p, key)),
       '= final (resize, sinc, JPEG)': (jax.jit(deg.final_degradation), (stage2, p)),
   }
-  return {name: _median_seconds(fn, args, repeats) for name, (fn, args) in ops.items()}
+  return {name: timing.median_seconds(fn, args, repeats) for name, (fn, args) in ops.items()}
 
 
 def main():
@@ -99,20 +89,16 @@ def main():
   parser.add_argument('--mode', default='per_sample', choices=realesrgan.PIPELINE_MODES)
   parser.add_argument('--no-profile', dest='profile', action='store_false')
   args = parser.parse_args()
-  dev = jax.devices()[0]
-  print(f'device: {dev.platform} {dev.device_kind} x{jax.device_count()}  jax {jax.__version__}  '
-        f'mode {args.mode}')
+  print(timing.device_line(mode=args.mode))
   config = realesrgan.default_config(4)
   config.mode = args.mode
   deg = realesrgan.RealESRGANDegradation(config, 4)
   batch = make_batch(deg, args.batch)
   key = jax.random.key(0)
-  fn = jax.jit(deg)
-  t0 = time.perf_counter()
-  compiled = fn.lower(batch, key).compile()
-  print(f'compile: {time.perf_counter() - t0:.2f} s')
+  compiled, compile_s = timing.compile_seconds(jax.jit(deg), batch, key)
+  print(f'compile: {compile_s:.2f} s')
   device_batch = jax.device_put(batch)
-  step = _median_seconds(compiled, (device_batch, key), args.repeats)
+  step = timing.median_seconds(compiled, (device_batch, key), args.repeats)
   rate = args.batch / step
   print(f'degradation: {step * 1e3:.1f} ms per batch of {args.batch} (median of '
         f'{args.repeats}) = {rate:.1f} pairs/s; PyTorch {TORCH_PAIRS_PER_S} pairs/s -> '

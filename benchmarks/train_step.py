@@ -9,7 +9,7 @@ ratio against PyTorch 2.13 on the same 2-core CPU machine kind (4.83 s, 0.25 s, 
 """
 
 import argparse
-import time
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +19,7 @@ import optax
 
 from condsr_jax import config as config_lib, models
 from condsr_jax.methods import esrgan
+import timing
 
 GENERATORS = {
     'rrdb': ('RRDBNet x4plus (64f 23b 32g)', models.ModelSpec('RRDBNet', dict(
@@ -30,18 +31,10 @@ GENERATORS = {
 }
 
 
-def _time(step, args, repeats):
-  t0 = time.perf_counter()
-  compiled = jax.jit(step, donate_argnums=0).lower(*args).compile()
-  compile_s = time.perf_counter() - t0
-  state = args[0]
-  state = jax.block_until_ready(compiled(state, *args[1:]))[0]  # warm-up
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    state = jax.block_until_ready(compiled(state, *args[1:]))[0]
-    times.append(time.perf_counter() - t0)
-  return compile_s, float(np.median(times))
+def _time(step: Callable, args: tuple, repeats: int) -> tuple[float, float]:
+  """(compile seconds, median seconds per step) of `step(state, ...)` with a donated state."""
+  compiled, compile_s = timing.compile_seconds(jax.jit(step, donate_argnums=0), *args)
+  return compile_s, timing.median_seconds(compiled, args, repeats, carry_state=True)
 
 
 def l1_adam_step(spec: models.ModelSpec, repeats: int, dtype: str):
@@ -82,9 +75,7 @@ def main():
   parser.add_argument('--models', default='rrdb,srvgg,edsr,esrgan')
   parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
   args = parser.parse_args()
-  dev = jax.devices()[0]
-  print(f'device: {dev.platform} {dev.device_kind} x{jax.device_count()}  jax {jax.__version__}  '
-        f'dtype {args.dtype}')
+  print(timing.device_line(dtype=args.dtype))
   print(f'{"step":44s} {"compile s":>10s} {"s/step":>9s} {"PyTorch CPU s":>14s} {"speed-up":>9s}')
   for key in args.models.split(','):
     if key == 'esrgan':

@@ -7,13 +7,13 @@ same 2-core CPU machine kind (4.41 s RRDBNet x4plus, 0.27 s SRVGG x4v3, 0.51 s E
 """
 
 import argparse
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from condsr_jax import models
+import timing
 
 MODELS = {
     'RRDBNet x4plus (64f 23b 32g)': (models.ModelSpec('RRDBNet', dict(
@@ -30,17 +30,8 @@ def bench(spec: models.ModelSpec, dtype: str, repeats: int) -> tuple[float, floa
   module = spec.build(dtype=jnp.dtype(dtype))
   x = jnp.asarray(np.random.default_rng(0).random((1, 128, 128, 3), np.float32))
   variables = jax.jit(module.init)(jax.random.key(0), x)
-  forward = jax.jit(module.apply)
-  t0 = time.perf_counter()
-  compiled = forward.lower(variables, x).compile()
-  compile_s = time.perf_counter() - t0
-  compiled(variables, x).block_until_ready()  # warm-up
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    compiled(variables, x).block_until_ready()
-    times.append(time.perf_counter() - t0)
-  return compile_s, float(np.median(times))
+  compiled, compile_s = timing.compile_seconds(jax.jit(module.apply), variables, x)
+  return compile_s, timing.median_seconds(compiled, (variables, x), repeats)
 
 
 def main():
@@ -48,10 +39,9 @@ def main():
   parser.add_argument('--repeats', type=int, default=5)
   parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
   args = parser.parse_args()
-  dev = jax.devices()[0]
-  print(f'device: {dev.platform} {dev.device_kind} x{jax.device_count()}  jax {jax.__version__}  '
-        f'dtype {args.dtype}')
-  print(f'{"model":34s} {"compile s":>10s} {"s/image":>10s} {"PyTorch CPU s":>14s} {"speed-up":>9s}')
+  print(timing.device_line(dtype=args.dtype))
+  print(f'{"model":34s} {"compile s":>10s} {"s/image":>10s} {"PyTorch CPU s":>14s} '
+        f'{"speed-up":>9s}')
   for name, (spec, torch_s) in MODELS.items():
     compile_s, step_s = bench(spec, args.dtype, args.repeats)
     print(f'{name:34s} {compile_s:10.2f} {step_s:10.4f} {torch_s:14.2f} {torch_s / step_s:8.2f}x')
