@@ -266,28 +266,30 @@ def add_noise(key: jax.Array, img: jax.Array, gaussian: ArrayLike, sigma: ArrayL
   Gaussian (BasicSR `generate_gaussian_noise_pt`, sigma on 0..255) where `gaussian` [B], else
   Poisson (`generate_poisson_noise_pt` times `poisson_scale`); `gray` images get one field for
   all channels (the gray image's, for Poisson). Both fields derive from the same normal
-  deviates (each image uses one). Poisson levels count the `valid` region only. `reference`:
-  the batch shares the noise type (element 0's, and only that field is computed) and the gray
+  deviates (each image uses one): a gray image's first colour channel is its gray field, and a
+  gray image's Poisson field is drawn once on its gray image broadcast to three channels (equal
+  channels, equal level count). Poisson levels count the `valid` region only. `reference`: the
+  batch shares the noise type (element 0's, and only that field is computed) and the gray
   Gaussian field, as in the PyTorch code.
   """
   b, h, w, _ = img.shape
   k_color, k_gray = jax.random.split(key)
   # The barrier keeps XLA from recomputing the deviates in every fusion that reads them.
-  z_color, z_gray = jax.lax.optimization_barrier((
-      jax.random.normal(k_color, img.shape, jnp.float32),
-      jax.random.normal(k_gray, (b, h, w, 1), jnp.float32)))
+  z_color = jax.lax.optimization_barrier(jax.random.normal(k_color, img.shape, jnp.float32))
+  is_gray = jnp.broadcast_to(jnp.asarray(gray, bool), (b,))[:, None, None, None]
+  z = jnp.where(is_gray, z_color[..., :1], z_color)
   per_image = lambda x: jnp.broadcast_to(jnp.asarray(x, jnp.float32), (b,))[:, None, None, None]
-  g = per_image(gray)
 
   def gauss():
-    z = z_gray[:1] if reference else z_gray
-    return (z_color * (1 - g) + z * g) * per_image(sigma) / 255.0
+    z_gauss = z
+    if reference:  # one gray field for the batch
+      z_gauss = jnp.where(is_gray, jax.random.normal(k_gray, (1, h, w, 1), jnp.float32), z_color)
+    return z_gauss * per_image(sigma) / 255.0
 
   def poisson():
     mask = None if valid is None else valid_mask(valid, h) > 0
-    field = (noise.poisson_field(z_color, img, mask) * (1 - g)
-             + noise.poisson_field(z_gray, color.rgb_to_gray(img), mask) * g)
-    return field * per_image(poisson_scale)
+    source = jnp.where(is_gray, color.rgb_to_gray(img), img)
+    return noise.poisson_field(z, source, mask) * per_image(poisson_scale)
 
   gaussian = jnp.asarray(gaussian, bool)
   if reference:
