@@ -154,6 +154,9 @@ def bicubic_cells(held_out: list[dict]) -> dict:
 
 
 def _ms(values, digits: int = 2) -> str:
+  """'mean ± std' over seeds ('value' for one seed)."""
+  if len(values) == 1:
+    return f'{values[0]:.{digits}f}'
   return f'{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}'
 
 
@@ -185,8 +188,9 @@ def report(results: dict, sweep: dict, bicubic: dict, args, elapsed: float) -> s
     lines.append(f'| {variant} | {_ms([r["d_in"] for r in runs], 4)} | '
                  f'{_ms([r["d_cross"] for r in runs], 4)} | {_ms([r["seconds"] for r in runs], 0)} |')
   gap = means['oracle'] - means['blind']
-  closure = (means['cmdsr'] - means['blind']) / gap if abs(gap) > 1e-9 else float('nan')
-  lines += ['', f'Gap closure (cmdsr − blind) / (oracle − blind): {closure:.2f} '
+  closure = (f'{(means["cmdsr"] - means["blind"]) / gap:.2f}' if gap > 0 else
+             'undefined: the oracle does not beat the blind BaseNet')
+  lines += ['', f'Gap closure (cmdsr − blind) / (oracle − blind): {closure} '
             f'(blind {means["blind"]:.2f}, cmdsr {means["cmdsr"]:.2f}, oracle '
             f'{means["oracle"]:.2f} dB).', '', 'Support-size sweep (CMDSR, same steps):', '',
             '| n | mean PSNR | d_in | d_cross |', '|---|---|---|---|']
