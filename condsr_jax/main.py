@@ -26,6 +26,9 @@ def main(argv):
     logging.error('%s', e)
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
+  except train.TrainingInterrupted as e:
+    print(f'stopped: {e}', file=sys.stderr)
+    sys.exit(e.exit_code)
   if summary:
     verdict = 'beats' if summary['psnr'] > summary['psnr_bicubic'] else 'does NOT beat'
     print(f'validation ({_CONFIG.value.eval.val}): PSNR {summary["psnr"]:.2f} dB, bicubic '

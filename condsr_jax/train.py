@@ -30,6 +30,17 @@ class TrainingStopped(RuntimeError):
   """The run cannot go on (e.g. too many non-finite losses in a row); checkpoints are kept."""
 
 
+class TrainingInterrupted(Exception):
+  """SIGTERM / Ctrl-C stopped the run after it saved a checkpoint: re-run to resume.
+
+  Raised (not returned) so that `main ... && next command` and Python callers stop too."""
+
+  def __init__(self, signal_name: str, step: int, directory: str):
+    super().__init__(f'{signal_name} at step {step}: checkpoint saved in {directory}; re-run '
+                     'with the same workdir to resume')
+    self.exit_code = 128 + signal.Signals[signal_name].value
+
+
 class _StopSignal:
   """Turns the first SIGTERM / Ctrl-C into a request to save and stop; the second one kills."""
 
@@ -159,7 +170,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   summary: dict[str, float] = {}
   acc, bad_images, t_log, steps_log = None, 0, time.perf_counter(), 0
-  t_start, step = time.perf_counter(), start
+  t_start, step, stopped_by = time.perf_counter(), start, None
   with _StopSignal() as stop:
     while step < num_steps:
       local, bad = _device_fields(next(train_iter))
@@ -210,6 +221,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           spec, variables = method.export(state)
           checkpoint.export_model(workdir, spec, variables, step)
       if stop_now:
+        stopped_by = stop.requested or 'SIGTERM'  # None: requested on another process
         break
   if not summary and evaluator is not None and step >= num_steps:  # a finished run, resumed
     summary = evaluator.run(method, state, writer, step)
@@ -218,4 +230,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   logging.info('%s at step %d after %.0f s', 'stopped' if step < num_steps else 'finished', step,
                time.perf_counter() - t_start)
   getattr(train_iter, 'close', lambda: None)()
+  if stopped_by:
+    raise TrainingInterrupted(stopped_by, step, ckpt.directory)
   return summary

@@ -140,7 +140,8 @@ def test_sigterm_saves_then_resume_continues(tmp_path):
   _wait_for(proc, 'step 3/100000')
   proc.send_signal(signal.SIGTERM)
   out, _ = proc.communicate(timeout=120)
-  assert proc.returncode == 0, out
+  assert proc.returncode == 128 + signal.SIGTERM, out  # stops `main ... && next` chains
+  assert 'stopped: SIGTERM at step' in out
   steps = [int(s) for s in os.listdir(tmp_path / 'checkpoints') if s.isdigit()]
   assert len(steps) == 1 and 3 <= steps[0] < 1000
   code, out = run_main(tmp_path, f'--config.train.num_steps={steps[0] + 2}',

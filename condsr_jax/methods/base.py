@@ -31,8 +31,12 @@ def all_finite(*trees: Any) -> jax.Array:
 
 
 def keep_if_finite(ok: jax.Array, new: Any, old: Any) -> Any:
-  """`new` where `ok`, else `old`, leaf by leaf (an update with a NaN/inf loss is skipped)."""
-  return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
+  """`new` if `ok`, else `old` (an update with a NaN/inf loss is skipped).
+
+  One `cond` over the whole state: a `where` per leaf of the donated state made XLA:CPU's compile
+  time grow by ~17 s per RRDB block (59 s vs 7 s for a 4-block RRDBNet step).
+  """
+  return jax.lax.cond(ok, lambda: new, lambda: old)
 
 
 def count_nonfinite(counts: jax.Array, ok: jax.Array) -> jax.Array:
