@@ -8,8 +8,8 @@ import tempfile
 os.environ.setdefault('JAX_NUM_CPU_DEVICES', '4')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 os.environ.setdefault('JAX_DISABLE_MOST_OPTIMIZATIONS', '1')  # faster compiles, same results
-# One compilation cache per test session (subprocesses inherit it): runs that resume or repeat a
-# configuration compile it once.
+# One compilation cache per pytest run, removed at its end (subprocesses inherit it): runs that
+# resume or repeat a configuration compile it once.
 _CACHE = None
 if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
   _CACHE = os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='condsr_jax_xla_')
