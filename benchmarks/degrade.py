@@ -61,7 +61,6 @@ def stage_profile(deg: realesrgan.RealESRGANDegradation, batch: dict, key: jax.A
       k, x, p['noise1/gaussian'], p['noise1/sigma'], p['noise1/poisson_scale'],
       p['noise1/gray'], n1, shared))
   normals = jax.jit(lambda k: jax.random.normal(k, canvas1.shape))
-  levels = jax.jit(lambda x: noise.poisson_levels(x))
   jpeg1 = jax.jit(lambda x: realesrgan.jpeg_on_canvas(x, p['jpeg1/quality'], n1))
   stage1 = jax.jit(deg.first_degradation)(usm, p, key)
   stage2 = jax.jit(deg.second_degradation)(stage1, p, key)
@@ -71,7 +70,7 @@ def stage_profile(deg: realesrgan.RealESRGANDegradation, batch: dict, key: jax.A
       f'resize 1 (400 -> {g.stage1})': (resize1, (blur1,)),
       f'noise 1 ({g.stage1})': (noise1, (canvas1, key)),
       f'  normal deviates ({g.stage1})': (normals, (key,)),
-      f'  Poisson levels ({g.stage1})': (levels, (canvas1,)),
+      f'  Poisson levels ({g.stage1})': (noise.poisson_levels, (canvas1,)),
       f'jpeg 1 ({g.stage1})': (jpeg1, (canvas1,)),
       f'blur 2 ({g.stage1}, FFT)': (jax.jit(filters.filter_on_canvas),
                                     (stage1, p['kernel2'], n1)),

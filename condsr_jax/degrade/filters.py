@@ -72,8 +72,8 @@ def filter_on_canvas(img: jax.Array, kernel: jax.Array, valid: ArrayLike | None 
   """`filter2d` of each image's top-left valid square (reflect-101 at its true border).
 
   Computed as an FFT correlation of the reflect-padded canvas: equal to the direct sum up to
-  float32 rounding, and on CPU 10-40x faster than XLA's grouped convolution for 21x21 and
-  larger kernels.
+  float32 rounding, and on CPU much faster than XLA's depthwise convolutions for large kernels
+  (USM's 51x51 Gaussian on 8x400x400x3: 0.23 s, against 9.5 s as two separable passes).
 
   Args:
     img: [B, H, W, C] images, square canvases when `valid` is given.
@@ -86,10 +86,7 @@ def filter_on_canvas(img: jax.Array, kernel: jax.Array, valid: ArrayLike | None 
   k = kernel.shape[-1]
   p = k // 2
   if valid is None:
-    def reflect(size):
-      idx = np.abs(np.arange(-p, size + p))
-      return np.where(idx > size - 1, 2 * (size - 1) - idx, idx)
-    padded = img[:, reflect(h)][:, :, reflect(w)]
+    padded = img[:, _reflect_index(h, p, h)][:, :, _reflect_index(w, p, w)]
   elif h != w:
     raise ValueError(f'valid regions need square canvases, got {h}x{w}')
   else:

@@ -16,7 +16,7 @@ from condsr_jax.degrade.color import rgb_to_gray
 ArrayLike = jax.typing.ArrayLike
 
 
-def _per_image(value: ArrayLike, batch: int) -> jax.Array:
+def per_image(value: ArrayLike, batch: int) -> jax.Array:
   """A number or [B] array as [B, 1, 1, 1] float32."""
   return jnp.broadcast_to(jnp.asarray(value, jnp.float32), (batch,))[:, None, None, None]
 
@@ -28,6 +28,19 @@ def _finish(out: jax.Array, clip: bool, rounds: bool) -> jax.Array:
   return jnp.clip(out, 0.0, 1.0) if clip else out
 
 
+def normal_fields(key: jax.Array, shape: tuple[int, int, int, int], gray: ArrayLike = False,
+                  shared_gray: bool = False) -> jax.Array:
+  """Standard normal deviates of `shape` [B, H, W, C] in which a gray image (`gray`, per image)
+  has one field for all channels: its own first channel, or with `shared_gray` one field that
+  all gray images of the batch share (the reference's gray Gaussian noise)."""
+  key_color, key_gray = jax.random.split(key)
+  z = jax.random.normal(key_color, shape, jnp.float32)
+  is_gray = per_image(gray, shape[0]) > 0
+  if shared_gray:
+    return jnp.where(is_gray, jax.random.normal(key_gray, (1, *shape[1:3], 1), jnp.float32), z)
+  return jnp.where(is_gray, z[..., :1], z)
+
+
 @functools.partial(jax.jit, static_argnames=('shape', 'shared_gray'))
 def gaussian_noise(key: jax.Array, shape: tuple[int, int, int, int], sigma: ArrayLike,
                    gray: ArrayLike = False, shared_gray: bool = False) -> jax.Array:
@@ -37,12 +50,7 @@ def gaussian_noise(key: jax.Array, shape: tuple[int, int, int, int], sigma: Arra
   channels; with `shared_gray` the batch shares one gray field (only sigma differs), as in the
   reference; otherwise each image draws its own.
   """
-  b, h, w, c = shape
-  key_color, key_gray = jax.random.split(key)
-  color = jax.random.normal(key_color, (b, h, w, c), jnp.float32)
-  gray_field = jax.random.normal(key_gray, (1 if shared_gray else b, h, w, 1), jnp.float32)
-  g = _per_image(gray, b)
-  return (color * (1 - g) + gray_field * g) * _per_image(sigma, b) / 255.0
+  return normal_fields(key, shape, gray, shared_gray) * per_image(sigma, shape[0]) / 255.0
 
 
 @functools.partial(jax.jit, static_argnames=('shared_gray', 'clip', 'rounds'))
@@ -144,6 +152,15 @@ def poisson_field(z: jax.Array, img: jax.Array, valid: jax.Array | None = None) 
   return quantized_poisson(z, img_q, levels) / levels[:, None, None, None] - img_q
 
 
+def poisson_from_normals(z: jax.Array, img: jax.Array, gray: ArrayLike = False,
+                         valid: jax.Array | None = None) -> jax.Array:
+  """`poisson_field` of RGB [B, H, W, 3] from `normal_fields` deviates `z`: a gray image
+  (`gray`, per image) gets the noise of `rgb_to_gray(img)` on all channels, drawn once (its
+  deviates and its gray image are equal across channels, and so is the level count)."""
+  is_gray = per_image(gray, img.shape[0]) > 0
+  return poisson_field(z, jnp.where(is_gray, rgb_to_gray(img), img), valid)
+
+
 @jax.jit
 def poisson_noise(key: jax.Array, img: jax.Array, scale: ArrayLike, gray: ArrayLike = False,
                   valid: jax.Array | None = None) -> jax.Array:
@@ -151,16 +168,10 @@ def poisson_noise(key: jax.Array, img: jax.Array, scale: ArrayLike, gray: ArrayL
 
   The image is quantised to 8 bits; with L = `poisson_levels`, noise = Poisson(img_q * L) / L -
   img_q, times `scale` (per image). Gray images use the noise of `rgb_to_gray(img)` on all
-  channels. Both fields are drawn for every image and blended by `gray`.
+  channels.
   """
-  b = img.shape[0]
-  key_color, key_gray = jax.random.split(key)
-  gray_img = rgb_to_gray(img)
-  color = poisson_field(jax.random.normal(key_color, img.shape, jnp.float32), img, valid)
-  gray_noise = poisson_field(jax.random.normal(key_gray, gray_img.shape, jnp.float32),
-                             gray_img, valid)
-  g = _per_image(gray, b)
-  return (color * (1 - g) + gray_noise * g) * _per_image(scale, b)
+  z = normal_fields(key, img.shape, gray)
+  return poisson_from_normals(z, img, gray, valid) * per_image(scale, img.shape[0])
 
 
 @functools.partial(jax.jit, static_argnames=('clip', 'rounds'))

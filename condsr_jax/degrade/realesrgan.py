@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from condsr_jax.degrade import color, filters, jpeg, kernels, noise, resize, sampling
+from condsr_jax.degrade import filters, jpeg, kernels, noise, resize, sampling
 
 ArrayLike = jax.typing.ArrayLike
 Batch = Mapping[str, jax.Array]
@@ -265,31 +265,22 @@ def add_noise(key: jax.Array, img: jax.Array, gaussian: ArrayLike, sigma: ArrayL
 
   Gaussian (BasicSR `generate_gaussian_noise_pt`, sigma on 0..255) where `gaussian` [B], else
   Poisson (`generate_poisson_noise_pt` times `poisson_scale`); `gray` images get one field for
-  all channels (the gray image's, for Poisson). Both fields derive from the same normal
-  deviates (each image uses one): a gray image's first colour channel is its gray field, and a
-  gray image's Poisson field is drawn once on its gray image broadcast to three channels (equal
-  channels, equal level count). Poisson levels count the `valid` region only. `reference`: the
-  batch shares the noise type (element 0's, and only that field is computed) and the gray
-  Gaussian field, as in the PyTorch code.
+  all channels (the gray image's, for Poisson). Both draw on one set of deviates
+  (`noise.normal_fields`; each image uses one of the two). Poisson levels count the `valid`
+  region only. `reference`: the batch shares the noise type (element 0's, and only that field
+  is computed) and the gray Gaussian field, as in the PyTorch code.
   """
-  b, h, w, _ = img.shape
-  k_color, k_gray = jax.random.split(key)
+  b, h = img.shape[:2]
   # The barrier keeps XLA from recomputing the deviates in every fusion that reads them.
-  z_color = jax.lax.optimization_barrier(jax.random.normal(k_color, img.shape, jnp.float32))
-  is_gray = jnp.broadcast_to(jnp.asarray(gray, bool), (b,))[:, None, None, None]
-  z = jnp.where(is_gray, z_color[..., :1], z_color)
-  per_image = lambda x: jnp.broadcast_to(jnp.asarray(x, jnp.float32), (b,))[:, None, None, None]
+  z = jax.lax.optimization_barrier(noise.normal_fields(key, img.shape, gray))
 
   def gauss():
-    z_gauss = z
-    if reference:  # one gray field for the batch
-      z_gauss = jnp.where(is_gray, jax.random.normal(k_gray, (1, h, w, 1), jnp.float32), z_color)
-    return z_gauss * per_image(sigma) / 255.0
+    fields = noise.normal_fields(key, img.shape, gray, shared_gray=True) if reference else z
+    return fields * noise.per_image(sigma, b) / 255.0
 
   def poisson():
     mask = None if valid is None else valid_mask(valid, h) > 0
-    source = jnp.where(is_gray, color.rgb_to_gray(img), img)
-    return noise.poisson_field(z, source, mask) * per_image(poisson_scale)
+    return noise.poisson_from_normals(z, img, gray, mask) * noise.per_image(poisson_scale, b)
 
   gaussian = jnp.asarray(gaussian, bool)
   if reference:
