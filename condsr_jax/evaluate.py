@@ -25,15 +25,15 @@ BEST_FILE = 'best.json'
 _PAD_MULTIPLE = 16
 
 # Fixed degradation grids: (blur sigma, Gaussian noise sigma on 0..255, JPEG quality or 0).
-# 'realesrgan_draws' is different: `REALESRGAN_DRAWS` fixed draws of the run's own second-order
-# degradation (seeded), applied to centre crops of the HR images.
-REALESRGAN_DRAWS = 8
 GRIDS = {
     'bicubic': ((0.0, 0.0, 0),),
     'realesrgan': tuple((s, n, q) for s in (1.0, 2.0) for n in (0.0, 10.0) for q in (0, 60)),
     'classic': tuple((s, n, 0) for s in (0.6, 1.2, 1.8, 2.4) for n in (0.0, 15.0)),
-    'realesrgan_draws': (),
 }
+# 'realesrgan_draws': `REALESRGAN_DRAWS` seeded draws of the run's own second-order degradation,
+# applied to centre crops of the HR images.
+REALESRGAN_DRAWS = 8
+GRID_NAMES = (*GRIDS, 'realesrgan_draws')
 
 
 def degrade_fixed(hr: np.ndarray, scale: int, sigma: float, noise: float, quality: int,
@@ -58,7 +58,8 @@ class ValPair:
   gt: np.ndarray
 
 
-def _centre_crop(img: np.ndarray, size: int) -> np.ndarray:
+def centre_crop(img: np.ndarray, size: int) -> np.ndarray:
+  """The central size x size crop of [H, W, C] (reflect-padded first if smaller)."""
   h, w = img.shape[:2]
   if h < size or w < size:
     img = np.pad(img, ((0, max(size - h, 0)), (0, max(size - w, 0)), (0, 0)), mode='reflect')
@@ -82,7 +83,7 @@ def realesrgan_draw_pairs(hr_images: list[tuple[str, np.ndarray]],
   run = jax.jit(lambda batch, key: deg.degrade(batch, key, crop=False)['lq'])
   pairs = []
   for i, (name, hr) in enumerate(hr_images):
-    gt = _centre_crop(hr, config.crop_pad)
+    gt = centre_crop(hr, config.crop_pad)
     for j, record in enumerate(records):
       batch = {'gt': gt[None], **{k: np.asarray(v)[None] for k, v in record.items()}}
       lq = np.asarray(run(batch, jax.random.key(seed + 1000 * i + j)))[0]
@@ -103,8 +104,8 @@ def load_pairs(val: str, scale: int, grid: str = 'realesrgan', channels: int = 3
     ds = pipeline.make_eval_dataset(source)
     pairs = [ValPair(str(r['key']), r['lq'], r['gt']) for r in ds]
     return pairs[:max_images] if max_images else pairs
-  if grid not in GRIDS:
-    raise ValueError(f'unknown degradation grid {grid!r}; known: {sorted(GRIDS)}')
+  if grid not in GRID_NAMES:
+    raise ValueError(f'unknown degradation grid {grid!r}; known: {sorted(GRID_NAMES)}')
   source = sources.FolderSource(val, channels=channels, on_bad_image='stop')
   ds = pipeline.make_eval_dataset(source, multiple_of=scale)
   if grid == 'realesrgan_draws':
@@ -207,7 +208,7 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument('val', help='paired folder (gt/ + lq/) or an HR folder (degraded by --grid)')
   parser.add_argument('-m', '--model', required=True,
                       help='model file, training workdir, or PyTorch .pth/.safetensors')
-  parser.add_argument('--grid', default='realesrgan', choices=sorted(GRIDS),
+  parser.add_argument('--grid', default='realesrgan', choices=sorted(GRID_NAMES),
                       help='fixed degradations for an HR-only folder')
   parser.add_argument('--crop-pad', type=int, default=400,
                       help="HR centre-crop size of the 'realesrgan_draws' grid")
