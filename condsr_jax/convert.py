@@ -1,8 +1,8 @@
 """PyTorch checkpoints to Flax variables.
 
 Reads `.pth` without running pickled code (a restricted unpickler over PyTorch's zip format;
-torch itself is not needed), `.safetensors` and `.npz`; detects the architecture from key names
-and shapes; maps keys generically (`body.0.rdb1.conv1.weight` -> params/body_0/rdb1/conv1/kernel,
+torch itself is not needed), `.safetensors` and `.npz`; detects the architecture with the detectors the networks register
+(`condsr_jax.nn.registry`); maps keys generically (`body.0.rdb1.conv1.weight` -> params/body_0/rdb1/conv1/kernel,
 OIHW -> HWIO, linear [out, in] -> [in, out]) guided by the target module's variable tree, and
 reports missing, unexpected and mis-shaped keys together.
 """
@@ -10,21 +10,20 @@ reports missing, unexpected and mis-shaped keys together.
 import argparse
 import ast
 import collections
-import json
 import os
 import pickle
-import re
-import struct
 import sys
 import zipfile
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import jax
 import ml_dtypes
 import numpy as np
+import safetensors.numpy
 from flax import traverse_util
 
 from condsr_jax import models
+from condsr_jax.nn import registry
 
 StateDict = dict[str, np.ndarray]
 
@@ -113,28 +112,6 @@ def _read_pth(path: str) -> Any:
       return _SafeTorchUnpickler(f, archive, prefix, path).load()
 
 
-_SAFETENSORS_DTYPES = {
-    'F64': np.float64, 'F32': np.float32, 'F16': np.float16, 'BF16': ml_dtypes.bfloat16,
-    'I64': np.int64, 'I32': np.int32, 'I16': np.int16, 'I8': np.int8, 'U8': np.uint8,
-    'BOOL': np.bool_,
-}
-
-
-def _read_safetensors(path: str) -> StateDict:
-  with open(path, 'rb') as f:
-    (n,) = struct.unpack('<Q', f.read(8))
-    header = json.loads(f.read(n))
-    data = f.read()
-  out = {}
-  for key, info in header.items():
-    if key == '__metadata__':
-      continue
-    begin, end = info['data_offsets']
-    dtype = np.dtype(_SAFETENSORS_DTYPES[info['dtype']])
-    out[key] = np.frombuffer(data[begin:end], dtype=dtype).reshape(info['shape']).copy()
-  return out
-
-
 def _read_npz(path: str) -> StateDict:
   with np.load(path, allow_pickle=False) as d:
     if any(k.startswith('sd/') for k in d.files):  # our fixture layout: sd/, in/, out/, meta
@@ -157,7 +134,7 @@ def read_state_dict(path: str | os.PathLike, param_key: str | None = None) -> St
     raise FileNotFoundError(f'{path}: no such file')
   ext = os.path.splitext(path)[1].lower()
   if ext == '.safetensors':
-    obj = _read_safetensors(path)
+    obj = safetensors.numpy.load_file(path)
   elif ext == '.npz':
     obj = _read_npz(path)
   else:
@@ -189,108 +166,33 @@ def read_state_dict(path: str | os.PathLike, param_key: str | None = None) -> St
 # Architecture detection.
 
 
-def _count(sd: StateDict, pattern: str) -> int:
-  rx = re.compile(pattern)
-  return len({m.group(1) for k in sd if (m := rx.match(k))})
-
-
-def _out_in(sd: StateDict, key: str) -> tuple[int, int]:
-  return int(sd[key].shape[0]), int(sd[key].shape[1])
-
-
-def _detect_rrdbnet(sd: StateDict) -> models.ModelSpec:
-  nf, cin = _out_in(sd, 'conv_first.weight')
-  cout = int(sd['conv_last.weight'].shape[0])
-  ratio = cin // cout
-  scale = {1: 4, 4: 2, 16: 1}.get(ratio)
-  if scale is None or cin % cout:
-    raise ValueError(f'RRDBNet conv_first has {cin} input channels for {cout} output channels: '
-                     'expected 1x (x4), 4x (x2) or 16x (x1)')
-  return models.ModelSpec('RRDBNet', dict(
-      num_in_ch=cout, num_out_ch=cout, scale=scale, num_feat=nf,
-      num_block=_count(sd, r'body\.(\d+)\.rdb1\.conv1\.weight'),
-      num_grow_ch=int(sd['body.0.rdb1.conv1.weight'].shape[0])))
-
-
-def _detect_edsr(sd: StateDict) -> models.ModelSpec:
-  nf, cin = _out_in(sd, 'conv_first.weight')
-  ups = _count(sd, r'upsample\.(\d+)\.weight')
-  up0 = int(sd['upsample.0.weight'].shape[0])
-  upscale = 3 if up0 == 9 * nf else 2 ** ups
-  return models.ModelSpec('EDSR', dict(
-      num_in_ch=cin, num_out_ch=int(sd['conv_last.weight'].shape[0]), num_feat=nf,
-      num_block=_count(sd, r'body\.(\d+)\.conv1\.weight'), upscale=upscale,
-      res_scale=0.1 if nf >= 256 else 1.0))  # BasicSR EDSR-L uses 0.1; not stored in the file
-
-
-def _detect_srvgg(sd: StateDict) -> models.ModelSpec:
-  convs = sorted(int(m.group(1)) for k in sd if (m := re.match(r'body\.(\d+)\.weight$', k))
-                 and sd[k].ndim == 4)
-  nf, cin = _out_in(sd, 'body.0.weight')
-  last_out = int(sd[f'body.{convs[-1]}.weight'].shape[0])
-  upscale = int(round((last_out / cin) ** 0.5))
-  if 'body.1.weight' not in sd:
-    raise ValueError('SRVGGNetCompact without PReLU weights: the activation (relu or lrelu) is '
-                     'not stored in the file; pass --set act_type=relu or act_type=lrelu')
-  return models.ModelSpec('SRVGGNetCompact', dict(
-      num_in_ch=cin, num_out_ch=last_out // upscale ** 2, num_feat=nf, num_conv=len(convs) - 2,
-      upscale=upscale, act_type='prelu'))
-
-
-def _detect_unet_disc(sd: StateDict) -> models.ModelSpec:
-  nf, cin = _out_in(sd, 'conv0.weight')
-  return models.ModelSpec('UNetDiscriminatorSN', dict(num_in_ch=cin, num_feat=nf))
-
-
-def _detect_vgg19(sd: StateDict) -> models.ModelSpec:
-  from condsr_jax.nn import vgg  # pylint: disable=g-import-not-at-top
-  idx = [int(m.group(1)) for k in sd if (m := re.match(r'features\.(\d+)\.weight$', k))]
-  return models.ModelSpec('VGG19Features', dict(layer_names=(vgg.VGG19_LAYER_NAMES[max(idx)],)))
-
-
-def _detect_cmdsr(sd: StateDict) -> models.ModelSpec:
-  nf, cin = _out_in(sd, 'sr_net.input_conv.weight')
-  cond_feat, support_ch = _out_in(sd, 'condition_net.condition.0.weight')
-  if support_ch % cin:
-    raise ValueError(f'CMDSR ConditionNet takes {support_ch} channels: not a multiple of the '
-                     f'{cin} image channels')
-  ups = _count(sd, r'sr_net\.upsampler\.(\d+)\.weight$')
-  nine = ups == 1 and sd['sr_net.upsampler.0.weight'].shape[0] == 9 * nf
-  return models.ModelSpec('CMDSRNet', dict(
-      num_in_ch=cin, num_feat=nf, num_block=_count(sd, r'sr_net\.backbone\.(\d+)\.conv1\.weight'),
-      support_size=support_ch // cin, scale=3 if nine else 2 ** ups, cond_feat=cond_feat))
-
-
-# arch -> (required keys, detector); the first whose keys are all present wins.
-DETECTORS: dict[str, tuple[tuple[str, ...], Callable[[StateDict], models.ModelSpec]]] = {
-    'RRDBNet': (('conv_first.weight', 'body.0.rdb1.conv1.weight', 'conv_up1.weight'),
-                _detect_rrdbnet),
-    'EDSR': (('conv_first.weight', 'body.0.conv1.weight', 'conv_after_body.weight',
-              'upsample.0.weight'), _detect_edsr),
-    'UNetDiscriminatorSN': (('conv0.weight', 'conv1.weight_orig', 'conv9.weight'),
-                            _detect_unet_disc),
-    'VGG19Features': (('features.0.weight',), _detect_vgg19),
-    'SRVGGNetCompact': (('body.0.weight',), _detect_srvgg),
-    'CMDSRNet': (('sr_net.input_conv.weight', 'condition_net.condition.0.weight'), _detect_cmdsr),
-}
-
-
 def detect_architecture(sd: StateDict, arch: str | None = None) -> models.ModelSpec:
-  """Infers the architecture (or reads the arguments of the given one) from keys and shapes."""
+  """Infers the architecture (or reads the arguments of the given one) from keys and shapes.
+
+  Every registered detector whose keys are all present matches; the one with the most keys
+  (the most specific) wins, so registration order never matters. With `arch` given, an
+  architecture without a detector gets its constructor defaults.
+  """
   if arch is not None:
-    if arch not in DETECTORS:
-      return models.ModelSpec(arch)  # no detector: constructor defaults, adjust with overrides
-    required, detect = DETECTORS[arch]
-    absent = [k for k in required if k not in sd]
+    a = registry.get(arch)
+    if a.detect is None:
+      return models.ModelSpec(arch)
+    absent = [k for k in a.detect_keys if k not in sd]
     if absent:
       raise ValueError(f'not a {arch} state dict: no {", ".join(absent)}')
-    return detect(sd)
-  for required, detect in DETECTORS.values():
-    if all(k in sd for k in required):
-      return detect(sd)
+    return models.ModelSpec(arch, a.detect(sd))
+  matches = [a for a in registry.ARCHITECTURES.values()
+             if a.detect is not None and all(k in sd for k in a.detect_keys)]
+  if matches:
+    most = max(len(a.detect_keys) for a in matches)
+    best = sorted(a.name for a in matches if len(a.detect_keys) == most)
+    if len(best) > 1:
+      raise ValueError(f'ambiguous state dict: it fits {" and ".join(best)} equally; pass --arch')
+    return models.ModelSpec(best[0], registry.get(best[0]).detect(sd))
   shown = ', '.join(f'{k} {tuple(v.shape)}' for k, v in list(sd.items())[:12])
+  known = ', '.join(sorted(a.name for a in registry.ARCHITECTURES.values() if a.detect))
   raise ValueError(f'unknown architecture: {len(sd)} tensors, first ones: {shown}. '
-                   f'Known: {", ".join(DETECTORS)}; pass --arch to choose one')
+                   f'Known: {known}; pass --arch to choose one')
 
 
 # ---------------------------------------------------------------------------------------------
@@ -346,18 +248,18 @@ class KeyMismatchError(ValueError):
     super().__init__('\n'.join(parts))
 
 
-def state_dict_to_variables(sd: StateDict, spec: models.ModelSpec,
-                            ignore: Callable[[str], bool] = lambda k: False) -> dict[str, Any]:
+def state_dict_to_variables(sd: StateDict, spec: models.ModelSpec) -> dict[str, Any]:
   """Maps a PyTorch state dict onto `spec`'s Flax variables; every target leaf must be filled.
 
-  `ignore(key)` drops torch keys the architecture does not use (e.g. VGG's classifier).
+  Torch keys the architecture does not read (its `uses_key`, e.g. VGG's classifier) are dropped.
   """
-  target = traverse_util.flatten_dict(jax.tree.map(lambda s: s, spec.init_shapes()))
+  uses_key = spec.architecture.uses_key or (lambda kwargs, key: True)
+  target = traverse_util.flatten_dict(spec.init_shapes())
   filled: dict[tuple[str, ...], np.ndarray] = {}
   unexpected, mismatched = [], []
   for key, value in sd.items():
     mods, leaf = torch_module_path(key)
-    if leaf in _IGNORED_LEAVES or ignore(key):
+    if leaf in _IGNORED_LEAVES or not uses_key(spec.kwargs, key):
       continue
     candidates = _LEAF_RULES.get(leaf, ())
     dest = next(((col, *mods, fl) for col, fl in candidates if (col, *mods, fl) in target), None)
@@ -378,14 +280,6 @@ def state_dict_to_variables(sd: StateDict, spec: models.ModelSpec,
   return traverse_util.unflatten_dict(filled)
 
 
-def _ignore_for(spec: models.ModelSpec) -> Callable[[str], bool]:
-  if spec.arch == 'VGG19Features':
-    from condsr_jax.nn import vgg  # pylint: disable=g-import-not-at-top
-    last = max(vgg.VGG19_LAYER_NAMES.index(n) for n in spec.kwargs.get('layer_names', ('conv5_4',)))
-    return lambda k: not k.startswith('features.') or int(k.split('.')[1]) > last
-  return lambda k: False
-
-
 def convert_state_dict(sd: StateDict, arch: str | None = None,
                        overrides: Mapping[str, Any] | None = None
                        ) -> tuple[models.ModelSpec, dict[str, Any]]:
@@ -393,7 +287,7 @@ def convert_state_dict(sd: StateDict, arch: str | None = None,
   spec = detect_architecture(sd, arch)
   if overrides:
     spec = models.ModelSpec(spec.arch, {**spec.kwargs, **overrides})
-  return spec, state_dict_to_variables(sd, spec, _ignore_for(spec))
+  return spec, state_dict_to_variables(sd, spec)
 
 
 def convert_file(src: str | os.PathLike, dst: str | os.PathLike | None = None,
@@ -427,7 +321,8 @@ def _parse_override(text: str) -> tuple[str, Any]:
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument('src', help='PyTorch .pth/.pt, .safetensors or .npz state dict')
   parser.add_argument('dst', help=f'model file to write (conventionally *{models.MODEL_SUFFIX})')
-  parser.add_argument('--arch', default=None, help=f'skip detection: one of {", ".join(DETECTORS)}')
+  parser.add_argument('--arch', default=None, choices=sorted(registry.ARCHITECTURES),
+                      help='skip detection: the architecture of the state dict')
   parser.add_argument('--param-key', default=None,
                       help='entry holding the weights (default: params_ema, then params, ...)')
   parser.add_argument('--set', dest='overrides', action='append', type=_parse_override, default=[],

@@ -1,7 +1,8 @@
 """Model files: an architecture spec plus its Flax variables, in one msgpack file.
 
-A spec names a class of `condsr_jax.nn.ARCHITECTURES` and its constructor arguments, so a model
-file is self-describing: `upscale`, `load_model` and training restores need nothing else.
+A spec names an architecture of `condsr_jax.nn.ARCHITECTURES` and its constructor arguments, so
+a model file is self-describing: `upscale`, `load_model` and training restores need nothing else.
+`load_weights` also reads a training workdir's model and PyTorch checkpoints.
 """
 
 import dataclasses
@@ -15,15 +16,13 @@ import numpy as np
 from flax import linen as nn
 from flax import serialization
 
-from condsr_jax import nn as cnn
+from condsr_jax.nn import registry
 
 FORMAT = 'condsr_jax.model'
 FORMAT_VERSION = 1
 MODEL_SUFFIX = '.msgpack'
-
-# Constructor argument holding the upscaling factor, per architecture.
-SCALE_ARG = {'RRDBNet': 'scale', 'EDSR': 'upscale', 'SRVGGNetCompact': 'upscale',
-              'MSRResNet': 'upscale', 'CMDSRNet': 'scale', 'CMDSRRRDBNet': 'scale'}
+MODEL_FILE = 'model.msgpack'  # the main model a training run exports into its workdir
+CHECKPOINT_SUFFIXES = ('.pth', '.pt', '.ckpt', '.safetensors', '.npz', '.bin')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,15 +32,20 @@ class ModelSpec:
   kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
 
   def __post_init__(self):
-    if self.arch not in cnn.ARCHITECTURES:
-      raise ValueError(f'unknown architecture {self.arch!r}; known: {sorted(cnn.ARCHITECTURES)}')
+    registry.get(self.arch)
+
+  @property
+  def architecture(self) -> registry.Architecture:
+    """The registry entry of `arch`: module class, scale argument, checkpoint detector."""
+    return registry.get(self.arch)
 
   def build(self, **overrides) -> nn.Module:
-    return cnn.ARCHITECTURES[self.arch](**{**self.kwargs, **overrides})
+    return self.architecture.module(**{**self.kwargs, **overrides})
 
   @property
   def scale(self) -> int | None:
-    arg = SCALE_ARG.get(self.arch)
+    """The upscaling factor; None for networks that are not super-resolution networks."""
+    arg = self.architecture.scale_arg
     return None if arg is None else int(getattr(self.build(), arg))
 
   @property
@@ -105,3 +109,25 @@ def load_model_file(path: str | os.PathLike) -> tuple[ModelSpec, Any, dict[str, 
                      f'condsr_jax understands ({FORMAT_VERSION}); upgrade condsr_jax')
   return (ModelSpec.from_json(payload['spec']), payload['variables'],
           json.loads(payload.get('metadata', '{}')))
+
+
+def load_weights(path: str | os.PathLike, *, arch: str | None = None) -> tuple[ModelSpec, Any]:
+  """(spec, variables) from a model file, a training workdir (its `model.msgpack`) or a PyTorch,
+  safetensors or npz checkpoint (converted; `arch` skips the architecture detection)."""
+  path = os.fspath(path)
+  if os.path.isdir(path):
+    model = os.path.join(path, MODEL_FILE)
+    if not os.path.isfile(model):
+      raise FileNotFoundError(f'{path}: no {MODEL_FILE} in this workdir; a training run writes '
+                              'it with its first checkpoint')
+    path = model
+  if is_model_file(path):
+    spec, variables, _ = load_model_file(path)
+    return spec, variables
+  if path.lower().endswith(CHECKPOINT_SUFFIXES):
+    from condsr_jax import convert  # pylint: disable=g-import-not-at-top
+    return convert.convert_file(path, arch=arch)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path}: no such model file or workdir')
+  raise ValueError(f'{path}: not a condsr_jax model file, a workdir or a checkpoint '
+                   f'({", ".join(CHECKPOINT_SUFFIXES)})')

@@ -1,26 +1,17 @@
 """Every network fixture loads through the converter and reproduces the PyTorch outputs."""
 
+import dataclasses
 import json
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import assert_close, nhwc
 from condsr_jax import convert, losses
 
 NETWORKS = ['rrdbnet_x4', 'rrdbnet_x2', 'rrdbnet_x1', 'edsr_x4', 'edsr_x3', 'srvgg_compact_x4',
             'unet_disc_sn']
-
-
-def nhwc(a: np.ndarray) -> np.ndarray:
-  return a.transpose(0, 2, 3, 1)
-
-
-def assert_close(actual, ref, rtol=1e-4):
-  actual, ref = np.asarray(actual), np.asarray(ref)
-  assert actual.shape == ref.shape
-  err = np.abs(actual - ref).max() / np.abs(ref).max()
-  assert err < rtol, f'max error {err:.2e} of max |ref|'
 
 
 @pytest.mark.parametrize('name', NETWORKS)
@@ -30,10 +21,12 @@ def test_network_matches_pytorch(fixtures_dir, name):
   meta = json.loads(str(data['meta']))
   spec, variables = convert.convert_state_dict(convert.read_state_dict(path))
   assert spec.arch == meta['arch']
-  for arg in ('num_feat', 'num_block', 'num_grow_ch', 'scale', 'upscale', 'num_conv'):
-    if arg in meta:
-      assert spec.kwargs[arg] == meta[arg], arg
-  y = spec.build().apply(variables, jnp.asarray(nhwc(data['in/x'])))
+  detected = {k: v for k, v in meta.items() if k in spec.kwargs}
+  assert detected == {k: spec.kwargs[k] for k in detected}
+  # Constructor arguments the state dict does not store (EDSR's image range and mean) from meta.
+  fields = {f.name for f in dataclasses.fields(spec.architecture.module)}
+  unstored = {k: v for k, v in meta.items() if k in fields and k not in spec.kwargs}
+  y = spec.build(**unstored).apply(variables, jnp.asarray(nhwc(data['in/x'])))
   assert_close(y, nhwc(data['out/y']))
 
 

@@ -1,20 +1,12 @@
-"""Flax linen networks. `ARCHITECTURES` maps the names used in model files to module classes."""
+"""Flax linen networks. Importing the package imports each of its modules, so that every network
+registers itself; `ARCHITECTURES` maps the names used in model files to their `Architecture`."""
 
-from condsr_jax.nn.cmdsr import CMDSRNet, CMDSRRRDBNet
-from condsr_jax.nn.discriminators import UNetDiscriminatorSN
-from condsr_jax.nn.edsr import EDSR
-from condsr_jax.nn.rrdbnet import RRDBNet
-from condsr_jax.nn.srresnet import MSRResNet
-from condsr_jax.nn.srvgg import SRVGGNetCompact
-from condsr_jax.nn.vgg import VGG19Features
+import importlib
+import pkgutil
 
-ARCHITECTURES = {
-    'RRDBNet': RRDBNet,
-    'EDSR': EDSR,
-    'SRVGGNetCompact': SRVGGNetCompact,
-    'MSRResNet': MSRResNet,
-    'UNetDiscriminatorSN': UNetDiscriminatorSN,
-    'VGG19Features': VGG19Features,
-    'CMDSRNet': CMDSRNet,
-    'CMDSRRRDBNet': CMDSRRRDBNet,
-}
+from condsr_jax.nn.registry import ARCHITECTURES, Architecture
+
+for _module in pkgutil.iter_modules(__path__):
+  importlib.import_module(f'{__name__}.{_module.name}')
+
+__all__ = ['ARCHITECTURES', 'Architecture']

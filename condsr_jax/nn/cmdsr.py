@@ -3,18 +3,20 @@ degradation and modulates the input channels of the BaseNet's convs; also grafte
 
 Parameter names follow the official state dict (`sr_net.*`, `condition_net.*`) so checkpoints
 convert with the generic key mapping. Support sets are NHWC `[k, h, w, n*C]`: channel
-`patch*C + c`, the NHWC form of the reference's `[k, n*C, h, w]`.
+`patch*C + c`, the NHWC form of the reference's `[k, n*C, h, w]`. Both networks implement the
+conditional-network interface of `condsr_jax.nn.conditional` (images in [0, 1]); their
+`condition` and `super_resolve` read the range of the reference code.
 """
 
 import functools
 import math
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from condsr_jax.nn import layers, rrdbnet
+from condsr_jax.nn import conditional, layers, registry, rrdbnet
 
 
 def stack_support(patches: jax.Array) -> jax.Array:
@@ -185,47 +187,108 @@ class CMDSRBaseNet(nn.Module):
     return conv(self.num_in_ch, name='output_conv')(feat).astype(jnp.float32)
 
 
-class CMDSRNet(nn.Module):
-  """CMDSR: ConditionNet + modulated BaseNet; images and support sets in [0, 255].
+class ConditionalCMDSR(nn.Module):
+  """What the CMDSR models share: the one-call forward and the conditional-network interface of
+  `condsr_jax.nn.conditional`, whose images are in [0, 1] whatever range the network reads.
 
-  `__call__(lr, support)`: lr `[B, h, w, C]` task-major, support `[k, h', w', n*C]`.
-  `condition(support)` and `super_resolve(lr, condition)` are the two halves (compute the
-  condition once, reuse it for every tile); parameters split into `condition_net` and `sr_net`.
+  A subclass defines `condition(support)` and `super_resolve(lr, condition)`, which read images
+  in `image_range`, and the fields `support_size`, `support_patch`, `num_in_ch` and `blind`
+  (no ConditionNet: the condition is zeros, the blind BaseNet).
   """
-  num_in_ch: int = 3
-  num_feat: int = 64
-  num_block: int = 10
-  support_size: int = 20
-  scale: int = 4
-  cond_feat: int = 64
-  res_scale: float = 1.0
-  bias_repeat_bug: bool = False
-  left_square_pool: bool = False
-  dtype: Any = jnp.float32
-
-  pixel_range = 255.0  # images and support sets are in [0, 255], as the reference
-
-  def setup(self):
-    self.condition_net = ConditionNet(self.support_size, self.num_in_ch, self.cond_feat,
-                                      self.left_square_pool, self.dtype)
-    self.sr_net = CMDSRBaseNet(self.num_in_ch, self.num_feat, self.num_block, self.scale,
-                               self.res_scale, self.bias_repeat_bug, self.dtype)
+  image_range: ClassVar[float] = 1.0
 
   def __call__(self, lr: jax.Array, support: jax.Array) -> jax.Array:
     return self.super_resolve(lr, self.condition(support))
 
-  def condition(self, support: jax.Array) -> jax.Array:
-    return self.condition_net(support)
+  def condition_from_support(self, patches: jax.Array) -> jax.Array:
+    """`[k, n, p, p, C]` patches in [0, 1], n per task -> conditions `[k, D]`."""
+    return self.condition(stack_support(patches) * self.image_range)
 
-  def super_resolve(self, lr: jax.Array, condition: jax.Array) -> jax.Array:
-    return self.sr_net(lr, condition)
+  def condition_from_lr(self, lr: jax.Array) -> jax.Array:
+    """`[B, h, w, C]` in [0, 1] -> `[B, D]`: each image's condition from crops of itself."""
+    return self.condition_from_support(
+        conditional.lr_support_crops(lr, self.support_size, self.support_patch))
+
+  def upscale(self, lr: jax.Array, condition: jax.Array) -> jax.Array:
+    """`[B, h, w, C]` in [0, 1] (task-major) under `[k, D]` conditions -> SR in [0, 1]."""
+    return self.super_resolve(lr * self.image_range, condition) / self.image_range
 
   def example_inputs(self) -> tuple[jax.Array, ...]:
     return (jnp.zeros((1, 16, 16, self.num_in_ch), jnp.float32),
             jnp.zeros((1, 16, 16, self.support_size * self.num_in_ch), jnp.float32))
 
 
-class CMDSRRRDBNet(nn.Module):
+def _condition_args(sd: registry.StateDict, num_in_ch: int, modulation: str) -> dict[str, Any]:
+  """ConditionNet arguments; without one, a blind model (the width from a modulation FC)."""
+  if 'condition_net.condition.0.weight' not in sd:
+    return dict(blind=True, cond_feat=int(sd[modulation].shape[1]) // 2)
+  cond_feat, support_ch = registry.out_in(sd, 'condition_net.condition.0.weight')
+  if support_ch % num_in_ch:
+    raise ValueError(f'CMDSR ConditionNet takes {support_ch} channels: not a multiple of the '
+                     f'{num_in_ch} image channels')
+  return dict(support_size=support_ch // num_in_ch, cond_feat=cond_feat)
+
+
+def _detect_cmdsr(sd: registry.StateDict) -> dict[str, Any]:
+  nf, cin = registry.out_in(sd, 'sr_net.input_conv.weight')
+  ups = registry.count_indices(sd, r'sr_net\.upsampler\.(\d+)\.weight$')
+  nine = ups == 1 and sd['sr_net.upsampler.0.weight'].shape[0] == 9 * nf
+  return dict(num_in_ch=cin, num_feat=nf, scale=3 if nine else 2 ** ups,
+              num_block=registry.count_indices(sd, r'sr_net\.backbone\.(\d+)\.conv1\.weight'),
+              **_condition_args(sd, cin, 'sr_net.modulations.modulations.0.weight'))
+
+
+@registry.register(scale_arg='scale', detect=_detect_cmdsr,
+                   detect_keys=('sr_net.input_conv.weight',
+                                'sr_net.modulations.modulations.0.weight'))
+class CMDSRNet(ConditionalCMDSR):
+  """CMDSR: ConditionNet + modulated BaseNet; `condition` and `super_resolve` read [0, 255].
+
+  `__call__(lr, support)`: lr `[B, h, w, C]` task-major, support `[k, h', w', n*C]`.
+  `condition(support)` and `super_resolve(lr, condition)` are the two halves (compute the
+  condition once, reuse it for every tile); parameters split into `condition_net` and `sr_net`.
+  `support_patch` is the LR crop size of the support set (CMDSR trains on 192 / 4 = 48 px).
+  """
+  num_in_ch: int = 3
+  num_feat: int = 64
+  num_block: int = 10
+  support_size: int = 20
+  support_patch: int = 48
+  scale: int = 4
+  cond_feat: int = 64
+  blind: bool = False
+  res_scale: float = 1.0
+  bias_repeat_bug: bool = False
+  left_square_pool: bool = False
+  dtype: Any = jnp.float32
+
+  image_range: ClassVar[float] = 255.0
+
+  def setup(self):
+    if not self.blind:
+      self.condition_net = ConditionNet(self.support_size, self.num_in_ch, self.cond_feat,
+                                        self.left_square_pool, self.dtype)
+    self.sr_net = CMDSRBaseNet(self.num_in_ch, self.num_feat, self.num_block, self.scale,
+                               self.res_scale, self.bias_repeat_bug, self.dtype)
+
+  def condition(self, support: jax.Array) -> jax.Array:
+    if self.blind:
+      return jnp.zeros((support.shape[0], 2 * self.cond_feat), jnp.float32)
+    return self.condition_net(support)
+
+  def super_resolve(self, lr: jax.Array, condition: jax.Array) -> jax.Array:
+    return self.sr_net(lr, condition)
+
+
+def _detect_cmdsr_rrdb(sd: registry.StateDict) -> dict[str, Any]:
+  args = rrdbnet.detect({k[len('sr_net.'):]: v for k, v in sd.items() if k.startswith('sr_net.')})
+  return {**args, **_condition_args(sd, args['num_in_ch'], 'modulations.modulations.0.weight')}
+
+
+@registry.register(scale_arg='scale', detect=_detect_cmdsr_rrdb,
+                   detect_keys=tuple(f'sr_net.{k}' for k in rrdbnet.DETECT_KEYS)
+                   + ('modulations.modulations.0.weight',))
+class CMDSRRRDBNet(ConditionalCMDSR):
   """RRDBNet whose trunk convs are modulated channel-wise by a ConditionNet; images in [0, 1].
 
   Every conv of every RDB in the trunk gets one `EqualLinear(condition -> C_in)` scale on its
@@ -241,24 +304,26 @@ class CMDSRRRDBNet(nn.Module):
   num_block: int = 23
   num_grow_ch: int = 32
   support_size: int = 20
+  support_patch: int = 48
   cond_feat: int = 64
+  blind: bool = False
   support_range: float = 255.0
   left_square_pool: bool = False
   remat: bool = False
   dtype: Any = jnp.float32
 
   def setup(self):
-    self.condition_net = ConditionNet(self.support_size, self.num_in_ch, self.cond_feat,
-                                      self.left_square_pool, self.dtype)
+    if not self.blind:
+      self.condition_net = ConditionNet(self.support_size, self.num_in_ch, self.cond_feat,
+                                        self.left_square_pool, self.dtype)
     self.sr_net = rrdbnet.RRDBNet(self.num_in_ch, self.num_out_ch, self.scale, self.num_feat,
                                   self.num_block, self.num_grow_ch, self.remat, self.dtype)
     rdb_widths = tuple(self.num_feat + i * self.num_grow_ch for i in range(5))
     self.modulations = Modulations(rdb_widths * (3 * self.num_block), zero_init=True)
 
-  def __call__(self, lr: jax.Array, support: jax.Array) -> jax.Array:
-    return self.super_resolve(lr, self.condition(support))
-
   def condition(self, support: jax.Array) -> jax.Array:
+    if self.blind:
+      return jnp.zeros((support.shape[0], 2 * self.cond_feat), jnp.float32)
     return self.condition_net(support * self.support_range)
 
   def super_resolve(self, lr: jax.Array, condition: jax.Array) -> jax.Array:
@@ -267,9 +332,16 @@ class CMDSRRRDBNet(nn.Module):
                    for b in range(self.num_block)]
     return self.sr_net(lr, body_scales)
 
-  def example_inputs(self) -> tuple[jax.Array, ...]:
-    return (jnp.zeros((1, 16, 16, self.num_in_ch), jnp.float32),
-            jnp.zeros((1, 16, 16, self.support_size * self.num_in_ch), jnp.float32))
+
+@registry.register()
+class OracleCondition(nn.Module):
+  """A condition from the true degradation parameters (a 2-layer MLP): the upper bound that
+  experiments compare a learned condition with."""
+  features: int = 128
+
+  @nn.compact
+  def __call__(self, degradation_params: jax.Array) -> jax.Array:
+    return nn.Dense(self.features)(nn.relu(nn.Dense(self.features)(degradation_params)))
 
 
 def _shapes(tree: Any) -> Any:

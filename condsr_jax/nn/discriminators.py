@@ -7,9 +7,16 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from condsr_jax.nn import layers
+from condsr_jax.nn import layers, registry
 
 
+def _detect(sd: registry.StateDict) -> dict[str, Any]:
+  nf, cin = registry.out_in(sd, 'conv0.weight')
+  return dict(num_in_ch=cin, num_feat=nf)
+
+
+@registry.register(detect_keys=('conv0.weight', 'conv1.weight_orig', 'conv9.weight'),
+                   detect=_detect)
 class UNetDiscriminatorSN(nn.Module):
   """Real-ESRGAN `UNetDiscriminatorSN`: per-pixel real/fake logits, H and W divisible by 8.
 

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from condsr_jax.nn import layers
+from condsr_jax.nn import layers, registry
 
 
 class ResidualBlockNoBN(nn.Module):
@@ -39,6 +39,19 @@ def upsample(x: jax.Array, scale: int, num_feat: int, dtype: Any, prefix: str = 
   return x
 
 
+def _detect(sd: registry.StateDict) -> dict[str, Any]:
+  nf, cin = registry.out_in(sd, 'conv_first.weight')
+  ups = registry.count_indices(sd, r'upsample\.(\d+)\.weight')
+  upscale = 3 if int(sd['upsample.0.weight'].shape[0]) == 9 * nf else 2 ** ups
+  return dict(num_in_ch=cin, num_out_ch=int(sd['conv_last.weight'].shape[0]), num_feat=nf,
+              num_block=registry.count_indices(sd, r'body\.(\d+)\.conv1\.weight'),
+              upscale=upscale,
+              res_scale=0.1 if nf >= 256 else 1.0)  # BasicSR EDSR-L uses 0.1; not stored
+
+
+@registry.register(scale_arg='upscale', detect=_detect,
+                   detect_keys=('conv_first.weight', 'body.0.conv1.weight',
+                                'conv_after_body.weight', 'upsample.0.weight'))
 class EDSR(nn.Module):
   """BasicSR `EDSR`: x -> (x - mean) * img_range -> ... -> / img_range + mean."""
   num_in_ch: int = 3

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from condsr_jax.nn import layers
+from condsr_jax.nn import layers, registry
 
 _rdb_init = layers.kaiming_normal_scaled(0.1)
 
@@ -51,6 +51,23 @@ class RRDB(nn.Module):
     return out * 0.2 + x
 
 
+def detect(sd: registry.StateDict) -> dict[str, Any]:
+  """RRDBNet arguments from a BasicSR state dict; the scale from conv_first's input channels."""
+  nf, cin = registry.out_in(sd, 'conv_first.weight')
+  cout = int(sd['conv_last.weight'].shape[0])
+  scale = {1: 4, 4: 2, 16: 1}.get(cin // cout)
+  if scale is None or cin % cout:
+    raise ValueError(f'RRDBNet conv_first has {cin} input channels for {cout} output channels: '
+                     'expected 1x (x4), 4x (x2) or 16x (x1)')
+  return dict(num_in_ch=cout, num_out_ch=cout, scale=scale, num_feat=nf,
+              num_block=registry.count_indices(sd, r'body\.(\d+)\.rdb1\.conv1\.weight'),
+              num_grow_ch=int(sd['body.0.rdb1.conv1.weight'].shape[0]))
+
+
+DETECT_KEYS = ('conv_first.weight', 'body.0.rdb1.conv1.weight', 'conv_up1.weight')
+
+
+@registry.register(scale_arg='scale', detect_keys=DETECT_KEYS, detect=detect)
 class RRDBNet(nn.Module):
   """BasicSR `RRDBNet`. Scale 2 and 1 pixel-unshuffle the input first (by 2 and 4).
 

@@ -7,9 +7,20 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from condsr_jax.nn import edsr, layers
+from condsr_jax.nn import edsr, layers, registry
 
 
+def _detect(sd: registry.StateDict) -> dict[str, Any]:
+  nf, cin = registry.out_in(sd, 'conv_first.weight')
+  up1 = int(sd['upconv1.weight'].shape[0])
+  return dict(num_in_ch=cin, num_out_ch=int(sd['conv_last.weight'].shape[0]), num_feat=nf,
+              num_block=registry.count_indices(sd, r'body\.(\d+)\.conv1\.weight'),
+              upscale=4 if 'upconv2.weight' in sd else int(round((up1 / nf) ** 0.5)))
+
+
+@registry.register(scale_arg='upscale', detect=_detect,
+                   detect_keys=('conv_first.weight', 'body.0.conv1.weight', 'upconv1.weight',
+                                'conv_hr.weight'))
 class MSRResNet(nn.Module):
   """BasicSR `MSRResNet` (x2, x3, x4); residual blocks as EDSR's, LeakyReLU 0.1 elsewhere."""
   num_in_ch: int = 3

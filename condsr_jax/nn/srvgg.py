@@ -1,14 +1,29 @@
 """SRVGGNetCompact (Real-ESRGAN's small model: realesr-general-x4v3, animevideov3)."""
 
+import re
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from condsr_jax.nn import layers
+from condsr_jax.nn import layers, registry
 
 
+def _detect(sd: registry.StateDict) -> dict[str, Any]:
+  convs = sorted(int(m.group(1)) for k in sd if (m := re.match(r'body\.(\d+)\.weight$', k))
+                 and sd[k].ndim == 4)
+  nf, cin = registry.out_in(sd, 'body.0.weight')
+  last_out = int(sd[f'body.{convs[-1]}.weight'].shape[0])
+  upscale = int(round((last_out / cin) ** 0.5))
+  if 'body.1.weight' not in sd:
+    raise ValueError('SRVGGNetCompact without PReLU weights: the activation (relu or lrelu) is '
+                     'not stored in the file; pass --set act_type=relu or act_type=lrelu')
+  return dict(num_in_ch=cin, num_out_ch=last_out // upscale ** 2, num_feat=nf,
+              num_conv=len(convs) - 2, upscale=upscale, act_type='prelu')
+
+
+@registry.register(scale_arg='upscale', detect_keys=('body.0.weight',), detect=_detect)
 class SRVGGNetCompact(nn.Module):
   """A plain conv stack at LR resolution, pixel shuffle, plus the nearest-upsampled input.
 
