@@ -9,19 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import assert_close, nhwc
 from condsr_jax import degrade
 from condsr_jax.degrade import matlab, resize, sampling
-
-
-def nhwc(a: np.ndarray) -> np.ndarray:
-  return a.transpose(0, 2, 3, 1)
-
-
-def assert_close(actual, ref, rtol=1e-4):
-  actual, ref = np.asarray(actual), np.asarray(ref)
-  assert actual.shape == ref.shape
-  err = np.abs(actual - ref).max() / np.abs(ref).max()
-  assert err <= rtol, f'max error {err:.2e} of max |ref|'
 
 
 @pytest.fixture

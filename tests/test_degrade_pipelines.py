@@ -15,8 +15,8 @@ from PIL import Image
 from scipy import special
 
 from condsr_jax import images
-from condsr_jax.degrade import (classic, filters, gallery, jpeg, kernels, matlab, noise,
-                                realesrgan, resize, sampling, tasks)
+from condsr_jax.degrade import (canvas, classic, filters, gallery, jpeg, kernels, matlab, noise,
+                                realesrgan, records, resize, sampling, tasks)
 
 S = 96  # GT canvas of the small Real-ESRGAN pipeline (stage-1 canvas 144, stage-2 32)
 G = 64  # its GT crop (LQ crop 16)
@@ -140,15 +140,15 @@ def test_resize_on_canvas_matches_interpolate_on_the_valid_region(mode):
   scales = (0.63, 1.37)  # stage-1 semantics: coordinates map with the given scale
   sizes = [math.floor(40 * s) for s in scales]
   index = realesrgan.MODES.index(mode)
-  out = realesrgan.resize_on_canvas(x, 64, jnp.full(2, index), scale=jnp.asarray(scales),
-                                    out_valid=jnp.asarray(sizes))
+  out = canvas.resize_on_canvas(x, 64, jnp.full(2, index), scale=jnp.asarray(scales),
+                                out_valid=jnp.asarray(sizes))
   for i, (s, n) in enumerate(zip(scales, sizes)):
     ref = resize.interpolate(x[i:i + 1], scale_factor=s, mode=mode)[0]
     np.testing.assert_allclose(out[i, :n, :n], ref, atol=2e-6)
     assert not np.asarray(out[i, n:]).any() and not np.asarray(out[i, :, n:]).any()
   # Size semantics from a partially valid canvas (the second resize).
-  back = realesrgan.resize_on_canvas(out, 32, jnp.full(2, index), in_valid=jnp.asarray(sizes),
-                                     out_valid=jnp.asarray([17, 29]))
+  back = canvas.resize_on_canvas(out, 32, jnp.full(2, index), in_valid=jnp.asarray(sizes),
+                                 out_valid=jnp.asarray([17, 29]))
   for i, (n, m) in enumerate(zip(sizes, (17, 29))):
     ref = resize.interpolate(out[i:i + 1, :n, :n], size=(m, m), mode=mode)[0]
     np.testing.assert_allclose(back[i, :m, :m], ref, atol=2e-6)
@@ -160,8 +160,8 @@ def test_filter_on_canvas_reflects_at_the_true_border():
       sampling.kernel_params('aniso', 21, 2.0, 0.7, 0.4),
       sampling.kernel_params('sinc', 13, omega_c=1.3)]), 21)
   valid = jnp.asarray([30, 48])
-  canvas = x * realesrgan.valid_mask(valid, 48)
-  out = filters.filter_on_canvas(canvas, k, valid)
+  masked = x * canvas.valid_mask(valid, 48)
+  out = filters.filter_on_canvas(masked, k, valid)
   np.testing.assert_allclose(out[0, :30, :30], filters.filter2d(x[:1, :30, :30], k[:1])[0],
                              atol=1e-6)
   np.testing.assert_allclose(out[1], filters.filter2d(x[1:], k[1:])[0], atol=1e-6)
@@ -175,7 +175,7 @@ def test_filter_on_canvas_reflects_at_the_true_border():
 def test_jpeg_on_canvas_matches_the_op():
   x = jnp.asarray(_smooth_images(2, 64, seed=3))
   valid = jnp.asarray([37, 64])
-  out = realesrgan.jpeg_on_canvas(x + 0.3, jnp.asarray([40.0, 75.0]), valid)
+  out = canvas.jpeg_on_canvas(x + 0.3, jnp.asarray([40.0, 75.0]), valid)
   ref = jpeg.diff_jpeg(jnp.clip(x[:1, :37, :37] + 0.3, 0, 1), 40.0)
   np.testing.assert_allclose(out[0, :37, :37], ref[0], atol=1e-5)
   assert not np.asarray(out[0, 37:]).any()
@@ -268,7 +268,7 @@ def test_record_holds_the_applied_parameters(deg, degrade_fn):
   for k in deg.param_keys():
     np.testing.assert_array_equal(record[k], batch[k])
   np.testing.assert_allclose(
-      record['kernel2'], kernels.kernel_from_params(realesrgan.kernel_record(batch, 'kernel2')),
+      record['kernel2'], kernels.kernel_from_params(records.kernel_record(batch, 'kernel2')),
       atol=1e-7)
 
 

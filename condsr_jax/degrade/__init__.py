@@ -1,5 +1,10 @@
-"""Pure-JAX image degradations (static shapes, jit-able, batched) and pipelines built from them."""
+"""Pure-JAX image degradations (static shapes, jit-able, batched) and pipelines built from them.
 
+Importing the package registers every degradation kind (`pipelines.KINDS`).
+"""
+
+from condsr_jax.degrade import bicubic, classic, realesrgan  # register their kinds
+from condsr_jax.degrade import pipelines
 from condsr_jax.degrade.color import rgb_to_gray
 from condsr_jax.degrade.filters import filter2d, usm_sharp
 from condsr_jax.degrade.jpeg import diff_jpeg

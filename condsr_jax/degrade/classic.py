@@ -15,16 +15,18 @@ Blur reflects (reflect-101) at each patch's border, as both references blur patc
 
 import dataclasses
 import math
-from typing import Any, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from condsr_jax.degrade import filters, jpeg, kernels, matlab, noise, realesrgan, resize, sampling
+from condsr_jax import config as config_lib
+from condsr_jax.degrade import canvas, filters, jpeg, kernels, matlab, noise, pipelines, records
+from condsr_jax.degrade import resize, sampling
 
-Batch = Mapping[str, jax.Array]
+Batch = pipelines.Batch
 
 REFERENCES = ('cmdsr', 'dasr')
 BLURS = ('iso', 'aniso')
@@ -39,7 +41,7 @@ def default_config(scale: int = 4, reference: str = 'cmdsr') -> ml_collections.C
   c = ml_collections.ConfigDict()
   c.kind = 'classic'
   c.reference = reference
-  c.crop_pad = 400  # GT canvas the sampler draws crops from (the data config's crop_size)
+  c.crop_pad = 400 // scale * scale  # GT canvas crops come from (the data config's crop_size)
   c.pool_size = 0
   c.rotation_range = (0.0, math.pi)  # anisotropic kernel angle
   c.aniso_range = (0.2, 4.0)  # anisotropic std-devs (DASR lambda_min, lambda_max)
@@ -69,18 +71,6 @@ def default_config(scale: int = 4, reference: str = 'cmdsr') -> ml_collections.C
   return c
 
 
-def _check(config: ml_collections.ConfigDict, scale: int) -> None:
-  for field, allowed in (('blur', BLURS), ('downsample', DOWNSAMPLERS),
-                         ('rounding', ROUNDINGS)):
-    if config[field] not in allowed:
-      raise ValueError(f'degradation.{field} = {config[field]!r}: one of {allowed}')
-  if config.kernel_size % 2 != 1:
-    raise ValueError(f'degradation.kernel_size = {config.kernel_size}: must be odd')
-  if config.gt_size % scale or config.crop_pad % scale or config.gt_size > config.crop_pad:
-    raise ValueError(f'gt_size {config.gt_size} and crop_pad {config.crop_pad} must be '
-                     f'multiples of the scale {scale}, with gt_size <= crop_pad')
-
-
 @dataclasses.dataclass(frozen=True)
 class ClassicSampler:
   """Draws one task's (or image's) degradation (picklable; runs in grain).
@@ -88,7 +78,7 @@ class ClassicSampler:
   Returns 'blur/*' (a `sampling` kernel record), 'noise/sigma' (0..255 scale), 'jpeg/apply',
   'jpeg/quality' and, with `crop`, 'crop/{top,left}' (LQ pixels of a gt_size crop).
   """
-  options: tuple[tuple[str, Any], ...]
+  options: records.Options
   scale: int
   crop: bool = True
 
@@ -105,7 +95,7 @@ class ClassicSampler:
       record = sampling.kernel_params(
           'aniso', o['kernel_size'], rng.uniform(*o['aniso_range']),
           rng.uniform(*o['aniso_range']), rng.uniform(*o['rotation_range']))
-    out = realesrgan.prefixed('blur', record)
+    out = records.prefixed('blur', record)
     n_lo, n_hi = o['noise_range']
     if o['noise_integer']:
       level = rng.integers(int(n_lo), int(n_hi) + 1)
@@ -116,22 +106,37 @@ class ClassicSampler:
     q_lo, q_hi = (int(q) for q in o['jpeg_range'])
     out['jpeg/quality'] = np.float32(rng.integers(q_lo, q_hi + 1))
     if self.crop:
-      span = (o['crop_pad'] - o['gt_size']) // self.scale + 1
-      out['crop/top'] = np.int32(rng.integers(span))
-      out['crop/left'] = np.int32(rng.integers(span))
+      out.update(records.crop_offsets(rng, o['crop_pad'], o['gt_size'], self.scale))
     return out
 
 
+@pipelines.register('classic')
 class ClassicDegradation:
-  """One classic degradation per task, applied to every patch of the task."""
+  """One classic degradation per task (or image), applied to every patch of the task."""
 
   def __init__(self, config: ml_collections.ConfigDict, scale: int):
-    _check(config, scale)
+    self.validate(config, scale)
     self.config = config
     self.scale = scale
-    options = {k: realesrgan.plain(v) for k, v in config.items()
-               if not isinstance(v, ml_collections.ConfigDict)}  # nested sections: not ours
-    self._options = tuple(sorted(options.items()))
+    self.canvas = config.crop_pad
+    self._options = records.options(config)
+
+  @classmethod
+  def default_config(cls, scale: int) -> ml_collections.ConfigDict:
+    """CMDSR's degradation at `scale` (`default_config(scale, 'dasr')` gives DASR's)."""
+    return default_config(scale)
+
+  @classmethod
+  def validate(cls, config: ml_collections.ConfigDict, scale: int,
+               field: str = 'degradation') -> None:
+    """Raises `ConfigError` naming the first wrong field (found at `field`)."""
+    pipelines.check_sizes(config, scale, field)
+    for name, allowed in (('blur', BLURS), ('downsample', DOWNSAMPLERS),
+                          ('rounding', ROUNDINGS)):
+      config_lib.check(config[name] in allowed, f'{field}.{name}', f'one of {allowed}',
+                       config[name])
+    config_lib.check(config.kernel_size % 2 == 1, f'{field}.kernel_size', 'must be odd',
+                     config.kernel_size)
 
   def param_sampler(self, crop: bool = True) -> ClassicSampler:
     """The per-task sampler for grain (`crop=False`: no crop offsets are drawn)."""
@@ -144,7 +149,7 @@ class ClassicDegradation:
   def record(self, batch: Batch, crop: bool = True) -> dict[str, jax.Array]:
     """The sampled parameters in `batch` plus the blur kernels 'kernel' [B, k, k]."""
     p = {k: jnp.asarray(batch[k]) for k in self.param_keys(crop)}
-    p['kernel'] = kernels.kernel_from_params(realesrgan.kernel_record(p, 'blur'),
+    p['kernel'] = kernels.kernel_from_params(records.kernel_record(p, 'blur'),
                                              self.config.kernel_size)
     return p
 
@@ -191,15 +196,17 @@ class ClassicDegradation:
   def __call__(self, batch: Batch, key: jax.Array) -> dict[str, Any]:
     """Training pairs: {'lq': [B, gt_size/s, ., C], 'gt': [B, gt_size, ., C], 'record'} from
     `batch['gt']` [B, crop_pad, crop_pad, C], the GT crop at 'crop/{top,left}' (LQ pixels)."""
-    gt = jnp.asarray(batch['gt'], jnp.float32)
-    if gt.shape[1] != self.config.crop_pad or gt.shape[2] != self.config.crop_pad:
-      raise ValueError(f'GT batch of {gt.shape[1]}x{gt.shape[2]} images; degradation.crop_pad '
-                       f'is {self.config.crop_pad} (set data.crop_size to it)')
+    gt = pipelines.gt_canvas(batch, self.canvas)
     p = self.record(batch)
     s = self.scale
-    gt = realesrgan.crop_batch(gt, p['crop/top'] * s, p['crop/left'] * s, self.config.gt_size)
+    gt = canvas.crop_batch(gt, p['crop/top'] * s, p['crop/left'] * s, self.config.gt_size)
     lq = self.apply(gt[:, None], p, key)[:, 0]
     return {'lq': lq, 'gt': gt, 'record': p}
+
+  def degrade_whole(self, batch: Batch, key: jax.Array) -> jax.Array:
+    """LQ [B, crop_pad/s, ., C] of the whole canvas `batch['gt']` (no crop draws)."""
+    gt = pipelines.gt_canvas(batch, self.canvas)
+    return self.apply(gt[:, None], self.record(batch, crop=False), key)[:, 0]
 
 
 def _jpeg(img: jax.Array, quality: jax.Array) -> jax.Array:

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from condsr_jax import images
-from condsr_jax.degrade import classic, realesrgan
+from condsr_jax.degrade import pipelines, realesrgan
 from condsr_jax.degrade.kernels import KERNEL_TYPES
 
 CONFIGS = ('realesrgan', 'classic')
@@ -75,15 +75,13 @@ def describe_classic(r: dict[str, Any], downsample: str) -> list[str]:
           f'noise {float(r["noise/sigma"]):.1f}', f'jpeg {jpeg}']
 
 
-def _degradation(name: str, side: int, scale: int) -> tuple[Any, Callable[[dict], list[str]]]:
-  if name == 'realesrgan':
-    config = realesrgan.default_config(scale)
-    config.crop_pad = config.gt_size = side
-    return realesrgan.RealESRGANDegradation(config, scale), describe_realesrgan
-  config = classic.default_config(scale, 'cmdsr')
+def _degradation(name: str, side: int, scale: int
+                 ) -> tuple[pipelines.Degradation, Callable[[dict], list[str]]]:
+  config = pipelines.default_config(name, scale)
   config.crop_pad = config.gt_size = side
-  return (classic.ClassicDegradation(config, scale),
-          lambda r: describe_classic(r, config.downsample))
+  if name == 'realesrgan':
+    return pipelines.make(config, scale), describe_realesrgan
+  return pipelines.make(config, scale), lambda r: describe_classic(r, config.downsample)
 
 
 def synthesize(img: np.ndarray, name: str, n: int, scale: int, seed: int

@@ -17,19 +17,20 @@ sampler draws those per element anyway and the device function takes element 0's
 import dataclasses
 import functools
 import math
-from typing import Any, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from condsr_jax.degrade import filters, jpeg, kernels, noise, resize, sampling
+from condsr_jax import config as config_lib
+from condsr_jax.degrade import canvas, filters, kernels, noise, pipelines, records, resize
+from condsr_jax.degrade import sampling
 
 ArrayLike = jax.typing.ArrayLike
-Batch = Mapping[str, jax.Array]
+Batch = pipelines.Batch
 
-KERNEL_FIELDS = ('kernel_type', 'size', 'sigma_x', 'sigma_y', 'theta', 'beta', 'omega_c')
 RESIZE_CHOICES = ('up', 'down', 'keep')
 MODES = resize.MODES  # index order of every `*/mode` parameter
 PIPELINE_MODES = ('per_sample', 'reference')
@@ -91,13 +92,6 @@ def default_config(scale: int = 4) -> ml_collections.ConfigDict:
   return c
 
 
-def plain(value: Any) -> Any:
-  """A ConfigDict value as a hashable, picklable Python value (lists become tuples)."""
-  if isinstance(value, (list, tuple)):
-    return tuple(plain(v) for v in value)
-  return value
-
-
 def _ceil16(n: int) -> int:
   return -(-n // 16) * 16
 
@@ -117,18 +111,11 @@ class Geometry:
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict, scale: int) -> 'Geometry':
+    """The sizes of a validated config."""
     s = config.crop_pad
-    if s % scale or config.gt_size % scale or config.gt_size > s:
-      raise ValueError(f'crop_pad {s} and gt_size {config.gt_size} must be multiples of the '
-                       f'scale {scale}, with gt_size <= crop_pad')
     stage1 = _ceil16(max(s, math.floor(s * config.resize_range[1])))
     stage2 = _ceil16(max(s // scale, int(s / scale * config.resize_range2[1])))
     return cls(s, scale, config.gt_size, stage1, stage2)
-
-
-def prefixed(prefix: str, record: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """`record`'s keys as 'prefix/key'."""
-  return {f'{prefix}/{k}': v for k, v in record.items()}
 
 
 def _resize_draw(rng: np.random.Generator, prob, value_range, prefix: str
@@ -163,7 +150,7 @@ class RealESRGANSampler:
   'noise{1,2}/{gaussian,sigma,poisson_scale,gray}', 'jpeg{1,2}/quality', 'blur2/apply',
   'final/{sinc_first,mode}' and, with `crop`, 'crop/{top,left}' (LQ pixels).
   """
-  options: tuple[tuple[str, Any], ...]
+  options: records.Options
   geometry: Geometry
   crop: bool = True
 
@@ -176,8 +163,8 @@ class RealESRGANSampler:
           kernel_list=o['kernel_list' + suffix], kernel_prob=o['kernel_prob' + suffix],
           sigma_x_range=o['blur_sigma' + suffix], sigma_y_range=o['blur_sigma' + suffix],
           betag_range=o['betag_range' + suffix], betap_range=o['betap_range' + suffix])
-      out.update(prefixed(f'kernel{stage}', record))
-    out.update(prefixed('sinc', sampling.random_final_sinc_params(
+      out.update(records.prefixed(f'kernel{stage}', record))
+    out.update(records.prefixed('sinc', sampling.random_final_sinc_params(
         rng, o['final_sinc_prob'], o['kernel_range'])))
 
     out.update(_resize_draw(rng, o['resize_prob'], o['resize_range'], 'resize1'))
@@ -195,67 +182,9 @@ class RealESRGANSampler:
     out['final/sinc_first'] = np.bool_(rng.uniform() < 0.5)
     out['final/mode'] = np.int32(rng.integers(len(MODES)))
     if self.crop:
-      span = (g.crop_pad - g.gt_size) // g.scale + 1
-      out['crop/top'] = np.int32(rng.integers(span))
-      out['crop/left'] = np.int32(rng.integers(span))
+      out.update(records.crop_offsets(rng, g.crop_pad, g.gt_size, g.scale))
     return out
 
-
-# ------------------------------------------------------------------------------------------------
-# Canvas ops: images in the top-left `valid` x `valid` square of a square canvas.
-
-
-def valid_mask(valid: ArrayLike, size: int) -> jax.Array:
-  """[B, size, size, 1] float32, 1 inside each image's top-left valid square."""
-  inside = jnp.arange(size)[None, :] < jnp.asarray(valid, jnp.int32)[:, None]
-  return (inside[:, :, None] & inside[:, None, :]).astype(jnp.float32)[..., None]
-
-
-def resize_matrices(in_size: int, out_size: int, mode: ArrayLike, *,
-                    scale: ArrayLike | None = None, in_valid: ArrayLike | None = None,
-                    out_valid: ArrayLike | None = None) -> jax.Array:
-  """[B, out_size, in_size] `resize.resize_matrix` per image, with a per-image mode index.
-
-  `mode` [B] indexes `MODES`; `scale`, `in_valid`, `out_valid` are [B] arrays or None (as in
-  `resize_matrix`: a scale maps coordinates like `scale_factor=`, None like `size=`).
-  """
-  mode = jnp.asarray(mode, jnp.int32)
-  b = mode.shape[0]
-  fill = lambda v, d: jnp.broadcast_to(jnp.asarray(d if v is None else v), (b,))
-  args = (mode, fill(scale, 1.0), fill(in_valid, in_size), fill(out_valid, out_size))
-
-  def one(m, s, n, o):
-    mats = [resize.resize_matrix(in_size, out_size, name, scale=None if scale is None else s,
-                                 in_valid=n, out_valid=o) for name in MODES]
-    return jnp.stack(mats)[m]
-
-  return jax.vmap(one)(*args)
-
-
-@functools.partial(jax.jit, static_argnames=('out_size',))
-def resize_on_canvas(img: jax.Array, out_size: int, mode: ArrayLike, *,
-                     scale: ArrayLike | None = None, in_valid: ArrayLike | None = None,
-                     out_valid: ArrayLike | None = None) -> jax.Array:
-  """`F.interpolate` of each image's valid region into an `out_size` canvas (zero outside)."""
-  h = img.shape[1]
-  mat = resize_matrices(h, out_size, mode, scale=scale, in_valid=in_valid, out_valid=out_valid)
-  return resize.apply_resize_matrices(img, mat, mat)
-
-
-@jax.jit
-def jpeg_on_canvas(img: jax.Array, quality: ArrayLike, valid: ArrayLike | None = None
-                   ) -> jax.Array:
-  """`diff_jpeg` of each clamped valid region (the zeroed rest of the canvas acts as
-  DiffJPEG's zero padding to a multiple of 16, so the valid region compresses exactly)."""
-  img = jnp.clip(img, 0.0, 1.0)
-  if valid is None:
-    return jpeg.diff_jpeg(img, quality)
-  mask = valid_mask(valid, img.shape[1])
-  return jpeg.diff_jpeg(img * mask, quality) * mask
-
-
-# ------------------------------------------------------------------------------------------------
-# Noise.
 
 @functools.partial(jax.jit, static_argnames=('reference',))
 def add_noise(key: jax.Array, img: jax.Array, gaussian: ArrayLike, sigma: ArrayLike,
@@ -279,7 +208,7 @@ def add_noise(key: jax.Array, img: jax.Array, gaussian: ArrayLike, sigma: ArrayL
     return fields * noise.per_image(sigma, b) / 255.0
 
   def poisson():
-    mask = None if valid is None else valid_mask(valid, h) > 0
+    mask = None if valid is None else canvas.valid_mask(valid, h) > 0
     return noise.poisson_from_normals(z, img, gray, mask) * noise.per_image(poisson_scale, b)
 
   gaussian = jnp.asarray(gaussian, bool)
@@ -290,35 +219,34 @@ def add_noise(key: jax.Array, img: jax.Array, gaussian: ArrayLike, sigma: ArrayL
   return jnp.clip(img + added, 0.0, 1.0)
 
 
-# ------------------------------------------------------------------------------------------------
-# The pipeline.
-
-
-@functools.partial(jax.jit, static_argnames=('size',))
-def crop_batch(img: jax.Array, top: ArrayLike, left: ArrayLike, size: int) -> jax.Array:
-  """Per-image `size` x `size` crops at (top [B], left [B])."""
-  def one(x, t, l):
-    return jax.lax.dynamic_slice(x, (t, l, 0), (size, size, x.shape[-1]))
-  return jax.vmap(one)(img, jnp.asarray(top, jnp.int32), jnp.asarray(left, jnp.int32))
-
-
-def kernel_record(params: Mapping[str, ArrayLike], prefix: str) -> dict[str, ArrayLike]:
-  """The `kernels.kernel_from_params` record stored under `prefix/` in `params`."""
-  return {k: params[f'{prefix}/{k}'] for k in KERNEL_FIELDS}
-
-
+@pipelines.register('realesrgan')
 class RealESRGANDegradation:
   """GT crops -> (LQ, GT, USM GT) training pairs by Real-ESRGAN's second-order degradation."""
 
   def __init__(self, config: ml_collections.ConfigDict, scale: int):
-    if config.mode not in PIPELINE_MODES:
-      raise ValueError(f'degradation.mode = {config.mode!r}: one of {PIPELINE_MODES}')
+    self.validate(config, scale)
     self.config = config
     self.scale = scale
+    self.canvas = config.crop_pad
     self.geometry = Geometry.from_config(config, scale)
-    options = {k: plain(v) for k, v in config.items()
-               if not isinstance(v, ml_collections.ConfigDict)}  # nested sections: not ours
-    self._options = tuple(sorted(options.items()))
+    self._options = records.options(config)
+
+  @classmethod
+  def default_config(cls, scale: int) -> ml_collections.ConfigDict:
+    """Real-ESRGAN's settings at `scale` (`default_config` of this module)."""
+    return default_config(scale)
+
+  @classmethod
+  def validate(cls, config: ml_collections.ConfigDict, scale: int,
+               field: str = 'degradation') -> None:
+    """Raises `ConfigError` naming the first wrong field (found at `field`)."""
+    pipelines.check_sizes(config, scale, field)
+    config_lib.check(config.mode in PIPELINE_MODES, f'{field}.mode', f'one of {PIPELINE_MODES}',
+                     config.mode)
+    sizes = tuple(config.kernel_range)
+    config_lib.check(
+        bool(sizes) and all(k % 2 == 1 and k <= config.kernel_pad for k in sizes),
+        f'{field}.kernel_range', f'odd sizes up to kernel_pad ({config.kernel_pad})', sizes)
 
   def param_sampler(self, crop: bool = True) -> RealESRGANSampler:
     """The per-example sampler for grain (`crop=False`: no crop offsets are drawn)."""
@@ -338,26 +266,26 @@ class RealESRGANDegradation:
     if batch['gt'].shape[-1] == 1:
       p['noise1/gray'] = p['noise2/gray'] = jnp.ones_like(p['noise1/gray'])
     for name in ('kernel1', 'kernel2', 'sinc'):
-      p[name] = kernels.kernel_from_params(kernel_record(p, name), self.config.kernel_pad)
+      p[name] = kernels.kernel_from_params(records.kernel_record(p, name), self.config.kernel_pad)
     return p
 
   def first_degradation(self, img: jax.Array, p: Batch, key: jax.Array) -> jax.Array:
     """Blur, resize by `scale_factor`, noise, JPEG: [B, S, S, 3] -> stage-1 canvas."""
     n1 = p['resize1/size']
     out = filters.filter_on_canvas(img, p['kernel1'])
-    out = resize_on_canvas(out, self.geometry.stage1, p['resize1/mode'],
-                           scale=p['resize1/scale'], out_valid=n1)
+    out = canvas.resize_on_canvas(out, self.geometry.stage1, p['resize1/mode'],
+                                  scale=p['resize1/scale'], out_valid=n1)
     out = add_noise(key, out, p['noise1/gaussian'], p['noise1/sigma'], p['noise1/poisson_scale'],
                     p['noise1/gray'], n1, self.config.mode == 'reference')
-    return jpeg_on_canvas(out, p['jpeg1/quality'], n1)
+    return canvas.jpeg_on_canvas(out, p['jpeg1/quality'], n1)
 
   def second_degradation(self, img: jax.Array, p: Batch, key: jax.Array) -> jax.Array:
     """Optional blur, resize by `size`, noise: stage-1 canvas -> stage-2 canvas."""
     n1, n2 = p['resize1/size'], p['resize2/size']
     blurred = filters.filter_on_canvas(img, p['kernel2'], n1)
     out = jnp.where(p['blur2/apply'][:, None, None, None], blurred, img)
-    out = resize_on_canvas(out, self.geometry.stage2, p['resize2/mode'], in_valid=n1,
-                           out_valid=n2)
+    out = canvas.resize_on_canvas(out, self.geometry.stage2, p['resize2/mode'], in_valid=n1,
+                                  out_valid=n2)
     return add_noise(key, out, p['noise2/gaussian'], p['noise2/sigma'],
                      p['noise2/poisson_scale'], p['noise2/gray'], n2,
                      self.config.mode == 'reference')
@@ -368,35 +296,44 @@ class RealESRGANDegradation:
     n2 = p['resize2/size']
 
     def resize_back(x):
-      return resize_on_canvas(x, self.geometry.lq_size, p['final/mode'], in_valid=n2)
+      return canvas.resize_on_canvas(x, self.geometry.lq_size, p['final/mode'], in_valid=n2)
 
-    sinc_first = jpeg_on_canvas(filters.filter_on_canvas(resize_back(img), p['sinc']),
-                                p['jpeg2/quality'])
+    sinc_first = canvas.jpeg_on_canvas(filters.filter_on_canvas(resize_back(img), p['sinc']),
+                                       p['jpeg2/quality'])
     jpeg_first = filters.filter_on_canvas(
-        resize_back(jpeg_on_canvas(img, p['jpeg2/quality'], n2)), p['sinc'])
+        resize_back(canvas.jpeg_on_canvas(img, p['jpeg2/quality'], n2)), p['sinc'])
     out = jnp.where(p['final/sinc_first'][:, None, None, None], sinc_first, jpeg_first)
     return noise.quantize(out)
 
-  def degrade(self, batch: Batch, key: jax.Array, crop: bool = True) -> dict[str, Any]:
-    """Whole-canvas degradation: {'lq': [B, S/scale, S/scale, C], 'gt_usm': [B, S, S, C],
-    'record'} for `batch['gt']` [B, S, S, C] (S = crop_pad) and its sampled parameters."""
-    c, g = self.config, self.geometry
-    gt = jnp.asarray(batch['gt'], jnp.float32)
-    b, s, _, channels = gt.shape
-    if s != g.crop_pad or gt.shape[2] != s:
-      raise ValueError(f'GT batch of {s}x{gt.shape[2]} images; degradation.crop_pad is '
-                       f'{g.crop_pad} (set data.crop_size to it)')
-    if channels not in (1, 3):
-      raise ValueError(f'{channels}-channel images: 1 or 3 supported')
-    p = self.record(batch, crop)
+  def _gt_canvas(self, batch: Batch) -> jax.Array:
+    """`batch['gt']` as float32, checked against the canvas and the channel counts."""
+    gt = pipelines.gt_canvas(batch, self.canvas)
+    if gt.shape[3] not in (1, 3):
+      raise ValueError(f'{gt.shape[3]}-channel images: 1 or 3 supported')
+    return gt
+
+  def synthesize(self, img: jax.Array, p: Batch, key: jax.Array) -> jax.Array:
+    """LQ [B, S / scale, S / scale, C] of canvases [B, S, S, C] under the record `p`."""
+    b, s, _, channels = img.shape
     k1, k2 = jax.random.split(key)
-    gt_usm = filters.usm_sharp(gt, c.usm_weight, c.usm_threshold, c.usm_radius)
     # Gray images run as RGB with gray noise only, so they stay gray through JPEG.
-    out = jnp.broadcast_to(gt_usm, (b, s, s, 3))
+    out = jnp.broadcast_to(img, (b, s, s, 3))
     out = self.first_degradation(out, p, k1)
     out = self.second_degradation(out, p, k2)
-    lq = self.final_degradation(out, p)
-    return {'lq': lq[..., :channels], 'gt_usm': gt_usm, 'record': p}
+    return self.final_degradation(out, p)[..., :channels]
+
+  def degrade(self, batch: Batch, key: jax.Array, crop: bool = True) -> dict[str, Any]:
+    """Whole-canvas training degradation: {'lq': [B, S/scale, S/scale, C], 'gt_usm': [B, S, S,
+    C], 'record'} for `batch['gt']` [B, S, S, C] (S = crop_pad), degraded from USM(GT)."""
+    c = self.config
+    gt = self._gt_canvas(batch)
+    p = self.record(batch, crop)
+    gt_usm = filters.usm_sharp(gt, c.usm_weight, c.usm_threshold, c.usm_radius)
+    return {'lq': self.synthesize(gt_usm, p, key), 'gt_usm': gt_usm, 'record': p}
+
+  def degrade_whole(self, batch: Batch, key: jax.Array) -> jax.Array:
+    """LQ [B, S/scale, S/scale, C] of the plain canvas `batch['gt']` (no USM; no crop draws)."""
+    return self.synthesize(self._gt_canvas(batch), self.record(batch, crop=False), key)
 
   def __call__(self, batch: Batch, key: jax.Array) -> dict[str, Any]:
     """Training pairs: {'lq': [B, gt_size/scale, ., C], 'gt': plain GT crop [B, gt_size, .,
@@ -407,8 +344,8 @@ class RealESRGANDegradation:
     g = self.geometry
     out = self.degrade(batch, key)
     top, left = out['record']['crop/top'], out['record']['crop/left']
-    lq = crop_batch(out['lq'], top, left, g.gt_size // g.scale)
-    gt = crop_batch(jnp.asarray(batch['gt'], jnp.float32), top * g.scale, left * g.scale,
-                    g.gt_size)
-    gt_usm = crop_batch(out['gt_usm'], top * g.scale, left * g.scale, g.gt_size)
+    lq = canvas.crop_batch(out['lq'], top, left, g.gt_size // g.scale)
+    gt = canvas.crop_batch(jnp.asarray(batch['gt'], jnp.float32), top * g.scale,
+                           left * g.scale, g.gt_size)
+    gt_usm = canvas.crop_batch(out['gt_usm'], top * g.scale, left * g.scale, g.gt_size)
     return {'lq': lq, 'gt': gt, 'gt_usm': gt_usm, 'record': out['record']}

@@ -17,17 +17,19 @@ task t's degradation (CMDSR's paper figure; "same kernel, different images" posi
 """
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from condsr_jax.degrade import classic, realesrgan
+from condsr_jax import config as config_lib
+from condsr_jax.degrade import classic, pipelines, records
 
-Batch = Mapping[str, jax.Array]
+Batch = pipelines.Batch
 LAYOUTS = ('cmdsr', 'dasr', 'multicrop')
+KINDS = ('classic', 'realesrgan')  # kinds with task batches
 
 
 def default_config(kind: str = 'classic', scale: int = 4, layout: str = 'cmdsr'
@@ -40,13 +42,13 @@ def default_config(kind: str = 'classic', scale: int = 4, layout: str = 'cmdsr'
   """
   if layout not in LAYOUTS:
     raise ValueError(f'layout must be one of {LAYOUTS}, got {layout!r}')
+  if kind not in KINDS:
+    raise ValueError(f'kind must be one of {KINDS}, got {kind!r}')
   if kind == 'classic':
     c = classic.default_config(scale, 'cmdsr' if layout == 'cmdsr' else 'dasr')
-  elif kind == 'realesrgan':
-    c = realesrgan.default_config(scale)
-    c.pool_size = 0
   else:
-    raise ValueError(f"kind must be 'classic' or 'realesrgan', got {kind!r}")
+    c = pipelines.default_config(kind, scale)
+    c.pool_size = 0
   c.tasks = ml_collections.ConfigDict()
   if layout == 'cmdsr':
     c.tasks.crops = ((192 // scale, 40),)
@@ -60,6 +62,25 @@ def default_config(kind: str = 'classic', scale: int = 4, layout: str = 'cmdsr'
   c.tasks.different_images = False
   c.gt_size = max(size for size, _ in c.tasks.crops) * scale
   return c
+
+
+def validate(config: ml_collections.ConfigDict, scale: int, field: str = 'degradation'
+             ) -> None:
+  """Raises `ConfigError` naming the first wrong field: the base kind's, then `tasks`'."""
+  pipelines.validate(config, scale, field)
+  config_lib.check(config.kind in KINDS, f'{field}.kind', f'one of {KINDS} for task batches',
+                   config.kind)
+  config_lib.check('tasks' in config, f'{field}.tasks',
+                   'missing (start from tasks.default_config)', None)
+  t = config.tasks
+  crops = records.plain(t.crops)
+  extent = config.crop_pad // scale
+  config_lib.check(
+      bool(crops) and all(len(g) == 2 and 0 < g[0] <= extent and g[1] > 0 for g in crops),
+      f'{field}.tasks.crops', f'(LR size, count) groups, sizes up to the {extent}-pixel LR of '
+      f'crop_pad {config.crop_pad}', crops)
+  config_lib.check(not t.different_images or t.patches_per_image >= 1,
+                   f'{field}.tasks.patches_per_image', 'must be positive', t.patches_per_image)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,23 +112,16 @@ class TaskDegradation:
   """k HR images + k sampled degradations -> k tasks of degraded patch groups."""
 
   def __init__(self, config: ml_collections.ConfigDict, scale: int):
-    if config.kind == 'classic':
-      self.base = classic.ClassicDegradation(config, scale)
-    elif config.kind == 'realesrgan':
-      self.base = realesrgan.RealESRGANDegradation(config, scale)
-    else:
-      raise ValueError(f'degradation.kind = {config.kind!r} has no task batches')
+    validate(config, scale)
+    self.base = pipelines.make(config, scale)
     self.config = config
     self.scale = scale
+    self.canvas = config.crop_pad
+    # 'classic' degrades every patch on its own; 'realesrgan' degrades whole images once.
+    self.patchwise = config.kind == 'classic'
     self.crops = tuple((int(size), int(count)) for size, count in config.tasks.crops)
     self.lr_extent = config.crop_pad // scale
-    too_big = [size for size, _ in self.crops if size > self.lr_extent]
-    if too_big:
-      raise ValueError(f'tasks.crops: LR patches of {too_big} do not fit the '
-                       f'{self.lr_extent}-pixel LR of crop_pad {config.crop_pad}')
     per_image = config.tasks.patches_per_image
-    if config.tasks.different_images and per_image < 1:
-      raise ValueError(f'tasks.patches_per_image = {per_image}: must be positive')
     # Offset (mod k) from each task to the image each patch is cut from, group by group.
     total = sum(count for _, count in self.crops)
     shifts = [p // per_image if config.tasks.different_images else 0 for p in range(total)]
@@ -127,18 +141,15 @@ class TaskDegradation:
     """{'lq': [per group [k, count, size, size, C]], 'gt': [per group [k, count, size * s, .,
     C]], ('gt_usm' for 'realesrgan'), 'record'}: the task's parameters [k] and, per group,
     'patches{g}/{top,left,image}' [k, count] (LR pixels, source image in the batch)."""
-    gt = jnp.asarray(batch['gt'], jnp.float32)
-    k, size_in = gt.shape[:2]
-    if size_in != self.config.crop_pad:
-      raise ValueError(f'GT batch of {size_in}-pixel images; degradation.crop_pad is '
-                       f'{self.config.crop_pad} (set data.crop_size to it)')
+    gt = pipelines.gt_canvas(batch, self.canvas)
+    k = gt.shape[0]
     s = self.scale
     record = self.base.record(batch, crop=False)
     positions = [(jnp.asarray(batch[f'patches{g}/top'], jnp.int32),
                   jnp.asarray(batch[f'patches{g}/left'], jnp.int32))
                  for g in range(len(self.crops))]
     out = {'lq': [], 'gt': []}
-    if self.config.kind == 'realesrgan':
+    if not self.patchwise:
       out['gt_usm'] = []
       distinct = sorted(set(sum(self.shifts, ())))
       full = [self.base.degrade({**batch, 'gt': jnp.roll(gt, -d, axis=0)},
@@ -148,7 +159,7 @@ class TaskDegradation:
     for g, ((size, _), (top, left)) in enumerate(zip(self.crops, positions)):
       image = self._sources(k, g)
       hr = _crop_patches(gt, image, top * s, left * s, size * s)
-      if self.config.kind == 'classic':
+      if self.patchwise:
         lq = self.base.apply(hr, record, jax.random.fold_in(key, g))
       else:
         # Row (index of the shift) * k + t of the stacked outputs holds image (t + shift) % k.
