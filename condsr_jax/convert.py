@@ -1,10 +1,11 @@
 """PyTorch checkpoints to Flax variables.
 
 Reads `.pth` without running pickled code (a restricted unpickler over PyTorch's zip format;
-torch itself is not needed), `.safetensors` and `.npz`; detects the architecture with the detectors the networks register
-(`condsr_jax.nn.registry`); maps keys generically (`body.0.rdb1.conv1.weight` -> params/body_0/rdb1/conv1/kernel,
-OIHW -> HWIO, linear [out, in] -> [in, out]) guided by the target module's variable tree, and
-reports missing, unexpected and mis-shaped keys together.
+torch itself is not needed), `.safetensors` and `.npz`; detects the architecture with the
+detectors the networks register (`condsr_jax.nn.registry`); maps keys generically
+(`body.0.rdb1.conv1.weight` -> params/body_0/rdb1/conv1/kernel, OIHW -> HWIO, linear [out, in]
+-> [in, out]) guided by the target module's variable tree, and reports missing, unexpected and
+mis-shaped keys together.
 """
 
 import argparse
