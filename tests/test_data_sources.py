@@ -1,4 +1,4 @@
-"""Image sources: names, formats, channels, bad images, meta-info, paired, unpaired, TFDS."""
+"""Image sources: names, formats, channels, bad images, meta-info, aligned folders, TFDS."""
 
 import logging
 import os
@@ -10,6 +10,7 @@ import pytest
 from condsr_jax import images
 from condsr_jax.data import pipeline
 from condsr_jax.data import sources
+from condsr_jax.data import streams
 
 RNG = np.random.default_rng(0)
 RGB = RNG.integers(0, 256, (24, 20, 3), dtype=np.uint8)
@@ -56,7 +57,7 @@ def test_formats_become_rgb_and_16_bit_keeps_precision(folder):
   np.testing.assert_array_equal(rgba['gt'], RGBA[:, :, :3])
   assert deep['gt'].dtype == np.uint16
   np.testing.assert_array_equal(deep['gt'], DEEP)
-  np.testing.assert_array_equal(pipeline.ToFloat().map(deep)['gt'], DEEP / np.float32(65535))
+  np.testing.assert_array_equal(pipeline.ToFloat(('gt',)).map(deep)['gt'], DEEP / np.float32(65535))
   assert jpeg['gt'].shape == RGB.shape
   assert all(r['bad_images'] == 0 for r in (rgb, gray, rgba, deep, jpeg))
 
@@ -133,71 +134,109 @@ def test_meta_info_takes_whole_lines_and_old_suffixes(folder, tmp_path):
   assert sources.parse_meta_info_line('a (1).png') == 'a (1).png'
 
 
-def _pair_folders(tmp_path, lq_size=(6, 5)):
-  gt_dir, lq_dir = tmp_path / 'gt', tmp_path / 'lq'
+def test_single_array_sources_yield_the_named_array(folder, tmp_path):
+  src = sources.FolderSource(folder, array='lq')
+  assert src.array_names == ('lq',)
+  record = src[0]
+  assert record.keys() == {'lq', 'bad_images'}
+  np.testing.assert_array_equal(record['lq'], RGB)
+  meta = tmp_path / 'list.txt'
+  meta.write_text('rgba.png\n')
+  np.testing.assert_array_equal(sources.MetaInfoSource(meta, folder, array='real')[0]['real'],
+                                RGBA[:, :, :3])
+
+
+def _aligned_folders(root, lq_size=(6, 5)):
+  """gt/ at x1, lq/ at x2 (one DIV2K-style `x2` name), nested names with spaces."""
   lq_a = RNG.integers(0, 256, (*lq_size, 3), dtype=np.uint8)
-  images.write_image(gt_dir / 'im a.png', np.kron(lq_a, np.ones((2, 2, 1), np.uint8)))
-  images.write_image(lq_dir / 'im ax2.png', lq_a)
-  images.write_image(gt_dir / 'sub' / 'b.png', RNG.integers(0, 256, (8, 8, 3), dtype=np.uint8))
-  images.write_image(lq_dir / 'sub' / 'b.png', RNG.integers(0, 256, (4, 4, 3), dtype=np.uint8))
-  return gt_dir, lq_dir
+  images.write_image(root / 'gt' / 'im a.png', np.kron(lq_a, np.ones((2, 2, 1), np.uint8)))
+  images.write_image(root / 'lq' / 'im ax2.png', lq_a)
+  images.write_image(root / 'gt' / 'sub' / 'b.png', RNG.integers(0, 256, (8, 8, 3), dtype=np.uint8))
+  images.write_image(root / 'lq' / 'sub' / 'b.png', RNG.integers(0, 256, (4, 4, 3), dtype=np.uint8))
+  return root
 
 
-def test_paired_folders_match_by_stem(tmp_path):
-  src = sources.PairedFolderSource(*_pair_folders(tmp_path), scale=2)
+PAIR = (('gt', 1), ('lq', 2))
+
+
+def test_aligned_folders_match_by_stem(tmp_path):
+  src = sources.AlignedFolderSource(_aligned_folders(tmp_path), PAIR)
   assert [src.key(i) for i in range(len(src))] == ['im a', 'sub/b']
+  assert src.array_names == ('gt', 'lq')
   record = src[0]
   assert record['gt'].shape == (12, 10, 3) and record['lq'].shape == (6, 5, 3)
+  assert src.name(0) == f'{tmp_path / "gt" / "im a.png"} + {tmp_path / "lq" / "im ax2.png"}'
 
 
-def test_paired_size_mismatch_reports_both_paths_and_sizes(tmp_path):
-  gt_dir, lq_dir = _pair_folders(tmp_path)
-  images.write_image(lq_dir / 'sub' / 'b.png', RNG.integers(0, 256, (4, 3, 3), dtype=np.uint8))
-  images.write_image(gt_dir / 'lonely.png', RGB)
+def test_aligned_folders_of_three_arrays(tmp_path):
+  hr = RNG.integers(0, 256, (16, 12, 3), dtype=np.uint8)
+  images.write_image(tmp_path / 'gt' / 'x.png', hr)
+  images.write_image(tmp_path / 'lq' / 'xx4.png', hr[::4, ::4])
+  images.write_image(tmp_path / 'dist' / 'x.png', hr[::4, ::4, :1])
+  src = sources.AlignedFolderSource(tmp_path, (('gt', 1), ('lq', 4), ('dist', 4)))
+  record = src[0]
+  assert src.key(0) == 'x' and record.keys() == {'gt', 'lq', 'dist', 'bad_images'}
+  np.testing.assert_array_equal(record['lq'], hr[::4, ::4])
+  np.testing.assert_array_equal(record['dist'], np.repeat(hr[::4, ::4, :1], 3, axis=2))
+  images.write_image(tmp_path / 'dist' / 'x.png', hr[::2, ::2])
+  with pytest.raises(ValueError, match=r'dist.x\.png is 8x6 \(x4: 32x24\)'):
+    sources.AlignedFolderSource(tmp_path, (('gt', 1), ('lq', 4), ('dist', 4)))
+
+
+def test_aligned_size_mismatch_reports_all_paths_and_sizes(tmp_path):
+  root = _aligned_folders(tmp_path)
+  images.write_image(root / 'lq' / 'sub' / 'b.png', RNG.integers(0, 256, (4, 3, 3), dtype=np.uint8))
+  images.write_image(root / 'gt' / 'lonely.png', RGB)
+  images.write_image(root / 'lq' / 'stray.png', RGB)
   with pytest.raises(ValueError) as info:
-    sources.PairedFolderSource(gt_dir, lq_dir, scale=2)
+    sources.AlignedFolderSource(root, PAIR)
   message = str(info.value)
   assert os.path.join('gt', 'sub', 'b.png') in message and '8x8' in message
   assert os.path.join('lq', 'sub', 'b.png') in message and '4x3' in message
-  assert 'lonely.png: no LQ image' in message
+  assert f'lonely.png: no image with this stem in {root / "lq"}' in message
+  assert f'stray.png: no image with this stem in {root / "gt"}' in message
+  with pytest.raises(FileNotFoundError, match='missing: dist'):
+    sources.AlignedFolderSource(root, (*PAIR, ('dist', 2)))
 
 
-def test_paired_unreadable_file_is_left_out_or_reported(tmp_path):
-  gt_dir, lq_dir = _pair_folders(tmp_path)
-  (lq_dir / 'sub' / 'b.png').write_bytes(b'')
-  assert len(sources.PairedFolderSource(gt_dir, lq_dir, scale=2)) == 1
+def test_aligned_unreadable_file_is_left_out_or_reported(tmp_path):
+  root = _aligned_folders(tmp_path)
+  (root / 'lq' / 'sub' / 'b.png').write_bytes(b'')
+  assert len(sources.AlignedFolderSource(root, PAIR)) == 1
   with pytest.raises(ValueError, match='b.png'):
-    sources.PairedFolderSource(gt_dir, lq_dir, scale=2, on_bad_image='stop')
-
-
-def test_unpaired_indexes_both_domains_independently(tmp_path):
-  hr = sources.FolderSource(_bad_folder(tmp_path / 'hr'))
-  images.write_image(tmp_path / 'lr' / 'x.png', GRAY)
-  images.write_image(tmp_path / 'lr' / 'y.png', RGBA)
-  lr = sources.FolderSource(tmp_path / 'lr')
-  src = sources.UnpairedSource(hr, lr, scale=4)
-  assert len(src) == 10
-  pairs = {(src[i]['gt'].tobytes(), src[i]['lq'].tobytes()) for i in range(len(src))}
-  assert len(pairs) == 4  # 2 readable HR x 2 LR
-  assert src[3]['bad_images'] == 3 and src[8]['bad_images'] == 0
-  np.testing.assert_array_equal(src[8]['lq'], np.repeat(GRAY, 3, axis=2))
+    sources.AlignedFolderSource(root, PAIR, on_bad_image='stop')
+  images.write_image(root / 'lq' / 'sub' / 'b.png', RNG.integers(0, 256, (4, 4, 3), np.uint8))
+  png = (root / 'gt' / 'im a.png').read_bytes()
+  (root / 'gt' / 'im a.png').write_bytes(png[:-20])  # the header reads, the data does not
+  assert len(sources.AlignedFolderSource(root, PAIR)) == 2
+  assert len(sources.AlignedFolderSource(root, PAIR, validate=True)) == 1
 
 
 def test_sources_pickle(folder, tmp_path):
-  srcs = [sources.FolderSource(folder), sources.PairedFolderSource(*_pair_folders(tmp_path),
-                                                                   scale=2)]
+  srcs = [sources.FolderSource(folder), sources.AlignedFolderSource(_aligned_folders(tmp_path),
+                                                                    PAIR)]
   for src in srcs:
     clone = pickle.loads(pickle.dumps(src))
     np.testing.assert_array_equal(clone[1]['gt'], src[1]['gt'])
 
 
-def test_open_source_reads_folder_and_meta_info(folder, tmp_path):
-  assert len(sources.open_source(folder)) == 5
+def _spec(source, **kwargs):
+  return streams.StreamSpec(str(source), 'data.train', 2, 8, **kwargs)
+
+
+def test_open_source_picks_the_source_kind(folder, tmp_path):
+  src = streams.open_source(_spec(folder, arrays=(('lq', 1),), channels=1))
+  assert isinstance(src, sources.FolderSource) and len(src) == 5
+  assert src.array_names == ('lq',) and src[0]['lq'].shape == (24, 20, 1)
   meta = tmp_path / 'list.txt'
   meta.write_text('rgba.png\n')
-  assert len(sources.open_source(meta, root=folder)) == 1
-  with pytest.raises(ValueError, match='root'):
-    sources.open_source(meta)
+  src = streams.open_source(_spec(meta, root=str(folder)))
+  assert isinstance(src, sources.MetaInfoSource) and len(src) == 1
+  root = _aligned_folders(tmp_path / 'aligned')
+  src = streams.open_source(_spec(root, arrays=PAIR))
+  assert isinstance(src, sources.AlignedFolderSource) and src.keys == ['im a', 'sub/b']
+  bad = _bad_folder(tmp_path / 'bad')
+  assert len(streams.open_source(_spec(bad, validate_files=True))) == 2
 
 
 def test_tfds_pack_and_read_back_through_grain(folder, tmp_path):
@@ -206,18 +245,19 @@ def test_tfds_pack_and_read_back_through_grain(folder, tmp_path):
   data_dir = tmp_path / 'tfds'
   name = tfds_pack.pack_image_folders({'train': folder, 'val': folder / 'nested'}, data_dir,
                                       name='demo')
-  src = sources.open_source(f'tfds:{name}', root=data_dir)
+  src = streams.open_source(_spec(f'tfds:{name}', root=str(data_dir)))
   files = sources.FolderSource(folder)
   assert len(src) == len(files)
   for i in range(len(files)):
     assert src.key(i) == os.path.relpath(files.paths[i], folder).replace(os.sep, '/')
     np.testing.assert_array_equal(src[i]['gt'], files[i]['gt'])
   assert len(sources.TfdsSource(name, split='val', data_dir=data_dir)) == 1
-  it = pipeline.make_train_iterator(src, batch_size=2, crop_size=8, seed=0, shard_index=0,
-                                    shard_count=1)
+  it = streams.make_iterator(_spec(f'tfds:{name}:val', root=str(data_dir), arrays=(('lq', 2),)),
+                             seed=0, shard_index=0, shard_count=1)
   batch = next(it)
   it.close()
-  assert batch['gt'].shape == (2, 8, 8, 3) and batch['gt'].dtype == np.float32
+  assert batch['lq'].shape == (2, 4, 4, 3) and batch['lq'].dtype == np.float32
+  np.testing.assert_array_equal(batch['lq'][..., 0], batch['lq'][..., 2])  # GRAY, replicated
   bad = _bad_folder(tmp_path / 'bad')
   with pytest.raises(images.ImageReadError, match='b_zero.png'):
     tfds_pack.pack_image_folders({'train': bad}, data_dir, name='bad_stop')

@@ -1,11 +1,12 @@
-"""Random-access image sources for grain: folders, meta-info lists, paired/unpaired folders, TFDS.
+"""Random-access image sources for grain: folders, meta-info lists, aligned folders, TFDS.
 
-A source's `__getitem__` returns `{'gt': HWC[, 'lq': HWC], 'bad_images': int32}` with the file's
-sample type (uint8/uint16) and the configured channel count. Files that cannot be decoded follow
-`on_bad_image`: 'skip' logs the path (once per process) and substitutes the next readable index
-(deterministic, so batch shapes and reproducibility hold; `bad_images` counts the records passed
-over), 'stop' raises an `ImageReadError` naming the file. Anything found wrong at construction
-is reported then, with paths, rather than hours into training.
+A source's `__getitem__` returns `{array: HWC, ..., 'bad_images': int32}` with the file's sample
+type (uint8/uint16) and the configured channel count; the keys are the source's `array_names`
+(a single-array source is told its array's name, 'gt' by default). Files that cannot be decoded
+follow `on_bad_image`: 'skip' logs the path (once per process) and substitutes the next readable
+index (deterministic, so batch shapes and reproducibility hold; `bad_images` counts the records
+passed over), 'stop' raises an `ImageReadError` naming the file. Anything found wrong at
+construction is reported then, with paths, rather than hours into training.
 """
 
 import abc
@@ -26,6 +27,7 @@ Record = dict[str, np.ndarray]
 
 _META_SUFFIX = re.compile(r'^(.*?)\s+\(\s*\d+\s*,\s*\d+\s*(?:,\s*\d+\s*)?\)(?:\s+\d+)?$')
 _MAX_LISTED = 20
+_NO_IMAGES = f'no image files found (looked for {", ".join(images.IMAGE_EXTENSIONS)})'
 
 
 def convert_channels(img: np.ndarray, channels: int) -> np.ndarray:
@@ -65,6 +67,10 @@ def _listing(lines: Sequence[str]) -> str:
   return f'\n  {shown}{more}'
 
 
+def _stem_key(path: str, root: str) -> str:
+  return pathlib.Path(os.path.splitext(os.path.relpath(path, root))[0]).as_posix()
+
+
 def _check_policy(on_bad_image: str, channels: int) -> None:
   if on_bad_image not in ('skip', 'stop'):
     raise ValueError(f"on_bad_image must be 'skip' or 'stop', got {on_bad_image!r}")
@@ -75,8 +81,9 @@ def _check_policy(on_bad_image: str, channels: int) -> None:
 class ImageSource(abc.ABC):
   """Base of the image sources: bad-image policy and channel conversion over `_read`."""
 
-  def __init__(self, *, channels: int, on_bad_image: OnBadImage):
+  def __init__(self, array_names: tuple[str, ...], *, channels: int, on_bad_image: OnBadImage):
     _check_policy(on_bad_image, channels)
+    self.array_names = array_names
     self.channels = channels
     self.on_bad_image = on_bad_image
     self._bad: set[int] = set()
@@ -124,11 +131,11 @@ class ImageSource(abc.ABC):
 
 
 class FileSource(ImageSource):
-  """Images from a list of files; `root` makes the keys relative."""
+  """Images from a list of files, yielded as array `array`; `root` makes the keys relative."""
 
-  def __init__(self, paths: Sequence[str], *, root: str, channels: int = 3,
+  def __init__(self, paths: Sequence[str], *, root: str, array: str = 'gt', channels: int = 3,
                on_bad_image: OnBadImage = 'skip', validate: bool = False):
-    super().__init__(channels=channels, on_bad_image=on_bad_image)
+    super().__init__((array,), channels=channels, on_bad_image=on_bad_image)
     self.root = os.fspath(root)
     self.paths = [os.fspath(p) for p in paths]
     if validate:
@@ -150,24 +157,22 @@ class FileSource(ImageSource):
     return self.paths[index]
 
   def key(self, index: int) -> str:
-    rel = os.path.relpath(self.paths[index], self.root)
-    return pathlib.Path(os.path.splitext(rel)[0]).as_posix()
+    return _stem_key(self.paths[index], self.root)
 
   def _read(self, index: int) -> Record:
-    return {'gt': images.read_image(self.paths[index])}
+    return {self.array_names[0]: images.read_image(self.paths[index])}
 
 
 class FolderSource(FileSource):
   """All images under a folder (recursive, sorted; any file names)."""
 
-  def __init__(self, root: str | os.PathLike, *, recursive: bool = True, channels: int = 3,
-               on_bad_image: OnBadImage = 'skip', validate: bool = False):
+  def __init__(self, root: str | os.PathLike, *, array: str = 'gt', recursive: bool = True,
+               channels: int = 3, on_bad_image: OnBadImage = 'skip', validate: bool = False):
     paths = images.list_images(root, recursive=recursive)
     if not paths:
-      raise ValueError(f'{os.fspath(root)}: no image files found (looked for '
-                       f'{", ".join(images.IMAGE_EXTENSIONS)})')
-    super().__init__(paths, root=os.fspath(root), channels=channels, on_bad_image=on_bad_image,
-                     validate=validate)
+      raise ValueError(f'{os.fspath(root)}: {_NO_IMAGES}')
+    super().__init__(paths, root=os.fspath(root), array=array, channels=channels,
+                     on_bad_image=on_bad_image, validate=validate)
 
 
 def parse_meta_info_line(line: str) -> str:
@@ -186,8 +191,8 @@ def read_meta_info(path: str | os.PathLike) -> list[str]:
 class MetaInfoSource(FileSource):
   """Images listed in a BasicSR meta-info file, one path per line relative to `root`."""
 
-  def __init__(self, meta_info: str | os.PathLike, root: str | os.PathLike, *, channels: int = 3,
-               on_bad_image: OnBadImage = 'skip', validate: bool = False):
+  def __init__(self, meta_info: str | os.PathLike, root: str | os.PathLike, *, array: str = 'gt',
+               channels: int = 3, on_bad_image: OnBadImage = 'skip', validate: bool = False):
     rel_paths = read_meta_info(meta_info)
     if not rel_paths:
       raise ValueError(f'{os.fspath(meta_info)}: the meta-info file lists no images')
@@ -196,116 +201,127 @@ class MetaInfoSource(FileSource):
     if missing:
       raise FileNotFoundError(f'{os.fspath(meta_info)}: {len(missing)} listed files do not exist '
                               f'under {os.fspath(root)}:{_listing(missing)}')
-    super().__init__(paths, root=os.fspath(root), channels=channels, on_bad_image=on_bad_image,
-                     validate=validate)
+    super().__init__(paths, root=os.fspath(root), array=array, channels=channels,
+                     on_bad_image=on_bad_image, validate=validate)
 
 
-def _stem_key(path: str, root: str) -> str:
-  return pathlib.Path(os.path.splitext(os.path.relpath(path, root))[0]).as_posix()
+def _match_stems(root: str, arrays: Sequence[tuple[str, int]]
+                 ) -> tuple[dict[str, dict[str, str]], list[str]]:
+  """{stem: {array: path}} for the stems found in every sub-folder, and what did not match.
+
+  The stems of the finest array (smallest factor) are taken as they are; a file of an array
+  with factor f > 1 may add `x{f}` to its stem.
+  """
+  folders = {name: os.path.join(root, name) for name, _ in arrays}
+  listed = {name: images.list_images(folder) for name, folder in folders.items()}
+  finest = min(arrays, key=lambda a: a[1])[0]
+  finest_stems = {_stem_key(p, folders[finest]) for p in listed[finest]}
+  found, problems = {}, []
+  for name, factor in arrays:
+    found[name] = {}
+    if not listed[name]:
+      problems.append(f'{folders[name]}: {_NO_IMAGES}')
+    for path in listed[name]:
+      stem = _stem_key(path, folders[name])
+      bare = stem.removesuffix(f'x{factor}')
+      if name != finest and factor > 1 and stem not in finest_stems and bare in finest_stems:
+        stem = bare
+      if stem in found[name]:
+        problems.append(f'{found[name][stem]} and {path}: two images with the stem {stem!r}')
+      found[name][stem] = path
+  matched = {}
+  for stem in sorted(set().union(*found.values())):
+    paths = {name: found[name][stem] for name, _ in arrays if stem in found[name]}
+    if len(paths) == len(arrays):
+      matched[stem] = paths
+      continue
+    some = next(iter(paths.values()))
+    problems += [f'{some}: no image with this stem in {folders[name]}' for name, _ in arrays
+                 if name not in paths]
+  return matched, problems
 
 
-def _match_stems(gt_root: str, lq_root: str,
-                 scale: int) -> tuple[dict[str, tuple[str, str]], list[str]]:
-  """{stem: (gt, lq)} for the stems in both folders, and what did not match."""
-  gt = {_stem_key(p, gt_root): p for p in FolderSource(gt_root).paths}
-  lq, problems = {}, []
-  for p in FolderSource(lq_root).paths:
-    key = _stem_key(p, lq_root)
-    if key not in gt and key.removesuffix(f'x{scale}') in gt:
-      key = key.removesuffix(f'x{scale}')
-    if key in lq:
-      problems.append(f'{lq[key]} and {p}: two LQ images for one GT stem {key!r}')
-    lq[key] = p
-  problems += [f'{p}: no LQ image with this stem in {lq_root}' for k, p in gt.items()
-               if k not in lq]
-  problems += [f'{p}: no GT image with this stem in {gt_root}' for k, p in lq.items()
-               if k not in gt]
-  return {k: (gt[k], lq[k]) for k in sorted(gt.keys() & lq.keys())}, problems
+def _size(path: str, validate: bool) -> tuple[int, int]:
+  why = header_problem(path) if validate else None
+  if why:
+    raise images.ImageReadError(path, why)
+  return image_size(path)
 
 
-class PairedFolderSource(ImageSource):
-  """`gt/` and `lq/` folders matched by file stem (an LQ stem may end in `x{scale}`).
+class AlignedFolderSource(ImageSource):
+  """Aligned arrays of one scene: a sub-folder of `root` per array, files matched by stem.
 
-  Every pair's sizes are read from the headers at construction and must satisfy
-  lq * scale == gt; mismatches and unmatched files are reported together, with paths and sizes.
+  `arrays` are (name, downscale factor) pairs, e.g. `(('gt', 1), ('lq', 4))` for `root/gt` and
+  `root/lq`; a file of an array with factor f > 1 may end in `x{f}` (BasicSR's DIV2K LR names).
+  Every matched set's sizes are read from the headers at construction and must describe one scene
+  (size x factor equal over the arrays); mismatches and unmatched files are reported together,
+  with paths and sizes. `validate` also checks every header (and PNG checksums) then.
   """
 
-  def __init__(self, gt_root: str | os.PathLike, lq_root: str | os.PathLike, *, scale: int,
-               channels: int = 3, on_bad_image: OnBadImage = 'skip'):
-    super().__init__(channels=channels, on_bad_image=on_bad_image)
-    self.scale = scale
-    self.gt_root, self.lq_root = os.fspath(gt_root), os.fspath(lq_root)
-    matched, problems = _match_stems(self.gt_root, self.lq_root, scale)
-    self.pairs, self.keys = [], []
-    for k, (gt, lq) in matched.items():
+  def __init__(self, root: str | os.PathLike, arrays: Sequence[tuple[str, int]], *,
+               channels: int = 3, on_bad_image: OnBadImage = 'skip', validate: bool = False):
+    arrays = tuple((name, int(factor)) for name, factor in arrays)
+    super().__init__(tuple(name for name, _ in arrays), channels=channels,
+                     on_bad_image=on_bad_image)
+    self.root = os.fspath(root)
+    self.factors = dict(arrays)
+    missing = [name for name in self.array_names
+               if not os.path.isdir(os.path.join(self.root, name))]
+    if missing:
+      raise FileNotFoundError(f'{self.root}: the aligned arrays {self.array_names} need one '
+                              f'sub-folder each; missing: {", ".join(missing)}')
+    matched, problems = _match_stems(self.root, arrays)
+    self.sets, self.keys = [], []
+    for stem, paths in matched.items():
       try:
-        (gh, gw), (lh, lw) = image_size(gt), image_size(lq)
+        sizes = {name: _size(path, validate) for name, path in paths.items()}
       except images.ImageReadError as e:
         if on_bad_image == 'stop':
           problems.append(str(e))
         else:
-          logging.warning('Leaving out a pair with an unreadable image: %s', e)
+          logging.warning('Leaving out a set with an unreadable image: %s', e)
         continue
-      if (lh * scale, lw * scale) != (gh, gw):
-        problems.append(f'{gt} is {gh}x{gw} but {lq} is {lh}x{lw}; with scale {scale} the '
-                        f'GT must be {lh * scale}x{lw * scale}')
+      scene = {n: (h * self.factors[n], w * self.factors[n]) for n, (h, w) in sizes.items()}
+      if len(set(scene.values())) > 1:
+        problems.append('sizes do not fit the factors: ' + ', '.join(
+            f'{paths[n]} is {h}x{w} (x{self.factors[n]}: {scene[n][0]}x{scene[n][1]})'
+            for n, (h, w) in sizes.items()))
         continue
-      self.pairs.append((gt, lq))
-      self.keys.append(k)
+      self.sets.append(tuple(paths[name] for name in self.array_names))
+      self.keys.append(stem)
+    described = ', '.join(f'{name}/ (x{factor})' for name, factor in arrays)
     if problems:
-      raise ValueError(f'paired folders {self.gt_root} and {self.lq_root} (scale {scale}) do '
-                       f'not match:{_listing(problems)}')
-    if not self.pairs:
-      raise ValueError(f'paired folders {self.gt_root} and {self.lq_root}: no readable pairs')
+      raise ValueError(f'aligned folders {described} under {self.root} do not match:'
+                       f'{_listing(problems)}')
+    if not self.sets:
+      raise ValueError(f'aligned folders {described} under {self.root}: no readable sets')
 
   def __len__(self) -> int:
-    return len(self.pairs)
+    return len(self.sets)
 
   def name(self, index: int) -> str:
-    return ' + '.join(self.pairs[index])
+    return ' + '.join(self.sets[index])
 
   def key(self, index: int) -> str:
     return self.keys[index]
 
   def _read(self, index: int) -> Record:
-    gt_path, lq_path = self.pairs[index]
-    return {'gt': images.read_image(gt_path), 'lq': images.read_image(lq_path)}
-
-
-class UnpairedSource:
-  """HR target-domain images with real-LR source-domain images, indexed independently.
-
-  Index i pairs HR `i // len(lr)` with LR `i % len(lr)`: a shuffled pass over the product visits
-  every combination once, so the LR drawn for an HR image is independent of it. Each side keeps
-  its own bad-image policy; `bad_images` adds both counts.
-  """
-
-  def __init__(self, hr: ImageSource, lr: ImageSource, *, scale: int):
-    self.hr, self.lr, self.scale = hr, lr, scale
-
-  def __len__(self) -> int:
-    return len(self.hr) * len(self.lr)
-
-  def name(self, index: int) -> str:
-    return f'{self.hr.name(index // len(self.lr))} + {self.lr.name(index % len(self.lr))}'
-
-  def __getitem__(self, index: int) -> Record:
-    index = int(index) % len(self)
-    hr, lr = self.hr[index // len(self.lr)], self.lr[index % len(self.lr)]
-    return {'gt': hr['gt'], 'lq': lr['gt'],
-            'bad_images': np.int32(hr['bad_images'] + lr['bad_images'])}
+    return {name: images.read_image(path)
+            for name, path in zip(self.array_names, self.sets[index])}
 
 
 class TfdsSource(ImageSource):
   """A TFDS dataset in ArrayRecord format read with `tfds.data_source` (no TensorFlow needed).
 
-  Images are taken as encoded bytes and decoded here (16-bit PNGs keep full precision), so the
-  bad-image policy applies to them too. Needs the `[tfds]` extra.
+  Feature `image_key` is yielded as array `array`. Images are taken as encoded bytes and decoded
+  here (16-bit PNGs keep full precision), so the bad-image policy applies to them too. Needs the
+  `[tfds]` extra.
   """
 
   def __init__(self, name: str, *, split: str = 'train', data_dir: str | os.PathLike | None = None,
-               image_key: str = 'image', channels: int = 3, on_bad_image: OnBadImage = 'skip'):
-    super().__init__(channels=channels, on_bad_image=on_bad_image)
+               image_key: str = 'image', array: str = 'gt', channels: int = 3,
+               on_bad_image: OnBadImage = 'skip'):
+    super().__init__((array,), channels=channels, on_bad_image=on_bad_image)
     try:
       import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
     except ImportError as e:
@@ -329,24 +345,6 @@ class TfdsSource(ImageSource):
     return record['name'].decode() if 'name' in record else f'{self.split}_{index:06d}'
 
   def _read(self, index: int) -> Record:
-    return {'gt': images.decode_image(self._source[index][self.image_key], self.name(index))}
+    return {self.array_names[0]: images.decode_image(self._source[index][self.image_key],
+                                                     self.name(index))}
 
-
-def open_source(spec: str | os.PathLike, *, root: str | os.PathLike | None = None,
-                channels: int = 3, on_bad_image: OnBadImage = 'skip',
-                validate: bool = False) -> ImageSource:
-  """A source from a config string: a folder, a meta-info `.txt` (with `root`), or `tfds:NAME`.
-
-  `tfds:NAME[:SPLIT]` reads split SPLIT (default 'train') of NAME, from `root` as TFDS data_dir.
-  """
-  spec = os.fspath(spec)
-  if spec.startswith('tfds:'):
-    name, _, split = spec[len('tfds:'):].partition(':')
-    return TfdsSource(name, split=split or 'train', data_dir=root, channels=channels,
-                      on_bad_image=on_bad_image)
-  if os.path.isfile(spec) and spec.lower().endswith('.txt'):
-    if root is None:
-      raise ValueError(f'{spec}: a meta-info list needs the root its paths are relative to')
-    return MetaInfoSource(spec, root, channels=channels, on_bad_image=on_bad_image,
-                          validate=validate)
-  return FolderSource(spec, channels=channels, on_bad_image=on_bad_image, validate=validate)

@@ -4,6 +4,7 @@ They return views where they can (flips, crops); the pipeline's float conversion
 copy. Shapes are HWC.
 """
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -15,7 +16,8 @@ def pad_bottom_right(img: np.ndarray, height: int, width: int,
 
   mode 'reflect' is OpenCV's BORDER_REFLECT_101 (edge not repeated; Real-ESRGAN's dataset),
   'symmetric' is BORDER_REFLECT (edge repeated), which commutes with integer-factor
-  downsampling and so keeps a GT/LQ pair aligned.
+  downsampling by kernels centred on the factor x factor blocks (area, bicubic) and so keeps
+  aligned arrays aligned.
   """
   pad_h, pad_w = max(0, height - img.shape[0]), max(0, width - img.shape[1])
   if not pad_h and not pad_w:
@@ -35,23 +37,30 @@ def crop_or_pad(img: np.ndarray, size: int, rng: np.random.Generator) -> np.ndar
   return random_crop(pad_bottom_right(img, size, size), size, rng)
 
 
-def paired_random_crop(gt: np.ndarray, lq: np.ndarray, gt_size: int, scale: int,
-                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-  """Aligned crops: lq (gt_size // scale)^2 at a random place, gt gt_size^2 at scale x that place.
+def aligned_random_crop(imgs: Sequence[np.ndarray], factors: Sequence[int], crop_size: int,
+                        rng: np.random.Generator) -> list[np.ndarray]:
+  """Crops of one scene seen at downscale `factors`: `crop_size // f` of each, at one place.
 
-  A pair smaller than the crop is first padded symmetrically (bottom/right), consistently.
+  The place lies on the grid of every factor (the coarsest array's pixels when the factors divide
+  the largest), so each array is cut at an integer pixel. Images smaller than the crop are first
+  padded symmetrically (bottom/right), which keeps them aligned.
   """
-  if gt_size % scale:
-    raise ValueError(f'the GT crop {gt_size} is not a multiple of the scale {scale}')
-  if gt.shape[:2] != (lq.shape[0] * scale, lq.shape[1] * scale):
-    raise ValueError(f'GT {gt.shape[:2]} is not {scale} x LQ {lq.shape[:2]}')
-  lq_size = gt_size // scale
-  lq = pad_bottom_right(lq, lq_size, lq_size, mode='symmetric')
-  gt = pad_bottom_right(gt, lq.shape[0] * scale, lq.shape[1] * scale, mode='symmetric')
-  top = int(rng.integers(0, lq.shape[0] - lq_size + 1))
-  left = int(rng.integers(0, lq.shape[1] - lq_size + 1))
-  gt_crop = gt[top * scale:(top + lq_size) * scale, left * scale:(left + lq_size) * scale]
-  return gt_crop, lq[top:top + lq_size, left:left + lq_size]
+  grid = math.lcm(*factors)
+  if crop_size % grid:
+    raise ValueError(f'the crop {crop_size} is not a multiple of every factor {tuple(factors)}')
+  scene = {(img.shape[0] * f, img.shape[1] * f) for img, f in zip(imgs, factors)}
+  if len(scene) != 1:
+    shapes = ', '.join(f'{img.shape[:2]} at x{f}' for img, f in zip(imgs, factors))
+    raise ValueError(f'the images are not one scene at their factors: {shapes}')
+  (height, width), = scene
+  height, width = max(height, crop_size), max(width, crop_size)
+  top = int(rng.integers(0, (height - crop_size) // grid + 1)) * grid
+  left = int(rng.integers(0, (width - crop_size) // grid + 1)) * grid
+  crops = []
+  for img, f in zip(imgs, factors):
+    img = pad_bottom_right(img, height // f, width // f, mode='symmetric')
+    crops.append(img[top // f:(top + crop_size) // f, left // f:(left + crop_size) // f])
+  return crops
 
 
 def augment(imgs: Sequence[np.ndarray], rng: np.random.Generator, *, hflip: bool = True,
