@@ -8,12 +8,15 @@ import argparse
 import importlib
 import sys
 
+from condsr_jax import xla_flags
+
 COMMANDS = {
     'upscale': ('condsr_jax.inference', 'upscale images or folders with a model'),
     'convert': ('condsr_jax.convert', 'convert a PyTorch checkpoint to a condsr_jax model file'),
     'prep': ('condsr_jax.data.prep', 'prepare a dataset: multiscale | subimages | meta-info'),
     'degrade': ('condsr_jax.degrade.gallery', 'gallery of synthesized degradations of an image'),
-    'evaluate': ('condsr_jax.evaluate', 'PSNR/SSIM of a model on a paired validation folder'),
+    'evaluate': ('condsr_jax.evaluate',
+                 'PSNR/SSIM of a model against bicubic on a validation folder'),
 }
 
 
@@ -32,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
   if argv[0] not in COMMANDS:
     print(f'condsr-jax: unknown command {argv[0]!r}\n\n{_usage()}', file=sys.stderr)
     return 2
+  xla_flags.tune_xla_cpu()
   module_name, help_ = COMMANDS[argv[0]]
   module = importlib.import_module(module_name)
   parser = argparse.ArgumentParser(prog=f'condsr-jax {argv[0]}', description=help_)

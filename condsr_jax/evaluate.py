@@ -1,39 +1,36 @@
-"""Validation: PSNR/SSIM (BasicSR's numbers) of a model against bicubic upsampling, and image grids.
+"""Validation of SR products: PSNR/SSIM (BasicSR's numbers) against bicubic upsampling, and panels.
 
-Validation pairs come from a paired folder (`gt/` + `lq/`) or from HR images degraded with a
-fixed grid of degradations (blur sigma x noise x JPEG), so numbers are comparable across runs and
-methods. LR inputs are reflect-padded to a multiple of 16 before the network so that a handful
-of shapes cover any validation set (fewer compilations), and the output is cropped back.
+Validation pairs come from a paired folder (`gt/` + `lq/`) or from HR images degraded with fixed
+degradations (`GRIDS`), so numbers are comparable across runs and methods. Training validation
+and `condsr-jax evaluate` run the same `SRValidation` on the same exported model through the same
+`Upscaler`, so a run's validation PSNR and the command's agree.
 """
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
-from typing import Any, Callable
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from condsr_jax import degrade, images, metrics
+from condsr_jax import degrade, images, inference, metrics
+from condsr_jax.degrade import pipelines
 from condsr_jax.data import pipeline, sources
+from condsr_jax.methods import api
 
-BEST_FILE = 'best.json'
-_PAD_MULTIPLE = 16
-
-# Fixed degradation grids: (blur sigma, Gaussian noise sigma on 0..255, JPEG quality or 0).
-GRIDS = {
+# Fixed grids: (blur sigma, Gaussian noise sigma on 0..255, JPEG quality or 0) per degradation.
+FIXED_GRIDS = {
     'bicubic': ((0.0, 0.0, 0),),
-    'realesrgan': tuple((s, n, q) for s in (1.0, 2.0) for n in (0.0, 10.0) for q in (0, 60)),
-    'classic': tuple((s, n, 0) for s in (0.6, 1.2, 1.8, 2.4) for n in (0.0, 15.0)),
+    'blur_noise': tuple((s, n, 0) for s in (0.6, 1.2, 1.8, 2.4) for n in (0.0, 15.0)),
+    'blur_noise_jpeg': tuple((s, n, q) for s in (1.0, 2.0) for n in (0.0, 10.0) for q in (0, 60)),
 }
-# 'realesrgan_draws': `REALESRGAN_DRAWS` seeded draws of the run's own second-order degradation,
-# applied to centre crops of the HR images.
-REALESRGAN_DRAWS = 8
-GRID_NAMES = (*GRIDS, 'realesrgan_draws')
+# 'draws': DRAWS fixed draws of the run's own training degradation on centre crops of the images.
+DRAWS = 8
+GRIDS = (*FIXED_GRIDS, 'draws')
 
 
 def degrade_fixed(hr: np.ndarray, scale: int, sigma: float, noise: float, quality: int,
@@ -68,57 +65,38 @@ def centre_crop(img: np.ndarray, size: int) -> np.ndarray:
   return img[top:top + size, left:left + size]
 
 
-def realesrgan_draw_pairs(hr_images: list[tuple[str, np.ndarray]],
-                          degradation: ml_collections.ConfigDict, scale: int,
-                          draws: int = REALESRGAN_DRAWS, seed: int = 0) -> list[ValPair]:
-  """Centre crops (crop_pad) of HR images x `draws` fixed second-order degradations drawn with
-  `seed` from `degradation` (the training distribution), applied without USM sharpening."""
-  from condsr_jax.degrade import realesrgan  # pylint: disable=g-import-not-at-top
-  config = ml_collections.ConfigDict(degradation.to_dict())
-  config.usm_weight = 0.0  # validation LR comes from the plain HR image
-  deg = realesrgan.RealESRGANDegradation(config, scale)
-  sampler = deg.param_sampler(crop=False)
-  rng = np.random.default_rng(seed)
-  records = [sampler(rng) for _ in range(draws)]
-  run = jax.jit(lambda batch, key: deg.degrade(batch, key, crop=False)['lq'])
-  pairs = []
-  for i, (name, hr) in enumerate(hr_images):
-    gt = centre_crop(hr, config.crop_pad)
-    for j, record in enumerate(records):
-      batch = {'gt': gt[None], **{k: np.asarray(v)[None] for k, v in record.items()}}
-      lq = np.asarray(run(batch, jax.random.key(seed + 1000 * i + j)))[0]
-      pairs.append(ValPair(f'{name}@draw{j}', lq, gt))
-  return pairs
+def draw_pairs(hr_images: list[tuple[str, np.ndarray]], degradation: Any, draws: int = DRAWS,
+               seed: int = 0) -> list[ValPair]:
+  """Centre crops (the degradation's canvas) of HR images x `draws` fixed draws of it."""
+  gt = np.stack([centre_crop(hr, degradation.canvas) for _, hr in hr_images])
+  lq = pipelines.fixed_draws(degradation, gt, draws, seed)
+  return [ValPair(f'{name}@draw{j}', lq[i, j], gt[i])
+          for i, (name, _) in enumerate(hr_images) for j in range(draws)]
 
 
-def load_pairs(val: str, scale: int, grid: str = 'realesrgan', channels: int = 3,
-               max_images: int = 0, degradation: ml_collections.ConfigDict | None = None
-               ) -> list[ValPair]:
-  """Paired folder (has `gt/` and `lq/`) or HR folder x degradation grid -> validation pairs.
+def load_pairs(val: str, scale: int, grid: str = 'bicubic', channels: int = 3,
+               max_images: int = 0, degradation: Any = None) -> list[ValPair]:
+  """Paired folder (has `gt/` and `lq/`) or HR folder x `grid` -> validation pairs.
 
-  `grid='realesrgan_draws'` needs the run's `degradation` config (kind 'realesrgan').
+  `grid='draws'` needs the training `degradation` (a `degrade.pipelines.make` object).
   """
   if os.path.isdir(os.path.join(val, 'gt')) and os.path.isdir(os.path.join(val, 'lq')):
-    source = sources.PairedFolderSource(os.path.join(val, 'gt'), os.path.join(val, 'lq'), scale,
-                                        channels=channels, on_bad_image='stop')
-    ds = pipeline.make_eval_dataset(source)
-    pairs = [ValPair(str(r['key']), r['lq'], r['gt']) for r in ds]
+    source = sources.AlignedFolderSource(val, (('gt', 1), ('lq', scale)), channels=channels,
+                                         on_bad_image='stop')
+    pairs = [ValPair(str(r['key']), r['lq'], r['gt']) for r in pipeline.make_eval_dataset(source)]
     return pairs[:max_images] if max_images else pairs
-  if grid not in GRID_NAMES:
-    raise ValueError(f'unknown degradation grid {grid!r}; known: {sorted(GRID_NAMES)}')
+  if grid not in GRIDS:
+    raise ValueError(f'unknown degradation grid {grid!r}; known: {GRIDS}')
   source = sources.FolderSource(val, channels=channels, on_bad_image='stop')
-  ds = pipeline.make_eval_dataset(source, multiple_of=scale)
-  if grid == 'realesrgan_draws':
-    if degradation is None or degradation.kind != 'realesrgan':
-      raise ValueError("eval.grid 'realesrgan_draws' needs degradation.kind 'realesrgan'")
-    pairs = realesrgan_draw_pairs([(str(r['key']), r['gt']) for r in ds], degradation, scale)
-    return pairs[:max_images] if max_images else pairs
-  pairs = []
-  for i, r in enumerate(ds):
-    for j, (sigma, noise, quality) in enumerate(GRIDS[grid]):
-      name = f'{r["key"]}@blur{sigma:g}_noise{noise:g}_jpeg{quality}'
-      lq = degrade_fixed(r['gt'], scale, sigma, noise, quality, seed=1000 * i + j)
-      pairs.append(ValPair(name, lq.astype(np.float32), r['gt']))
+  hr = [(str(r['key']), r['gt']) for r in pipeline.make_eval_dataset(source, multiple_of=scale)]
+  if grid == 'draws':
+    if degradation is None:
+      raise ValueError("the 'draws' grid needs the training degradation")
+    pairs = draw_pairs(hr, degradation)
+  else:
+    pairs = [ValPair(f'{name}@blur{s:g}_noise{n:g}_jpeg{q}',
+                     degrade_fixed(img, scale, s, n, q, seed=1000 * i + j).astype(np.float32), img)
+             for i, (name, img) in enumerate(hr) for j, (s, n, q) in enumerate(FIXED_GRIDS[grid])]
   return pairs[:max_images] if max_images else pairs
 
 
@@ -128,28 +106,31 @@ def bicubic_upsample(lq: np.ndarray, scale: int) -> np.ndarray:
                                         mode='bicubic'))[0]
 
 
-def _panel(lq: np.ndarray, sr: np.ndarray, gt: np.ndarray, scale: int) -> np.ndarray:
+def _panel(lq: np.ndarray, out: np.ndarray, gt: np.ndarray, scale: int) -> np.ndarray:
   up = np.repeat(np.repeat(lq, scale, axis=0), scale, axis=1)
-  return images.from_float(np.concatenate([up, np.clip(sr, 0, 1), gt], axis=1))
+  return images.from_float(np.concatenate([up, np.clip(out, 0, 1), gt], axis=1))
 
 
-class Evaluator:
-  """Runs `super_resolve(params, lq)` over fixed validation pairs and reports BasicSR metrics."""
+class SRValidation:
+  """An evaluator: one SR product upscales fixed pairs; BasicSR's PSNR/SSIM against bicubic."""
 
-  def __init__(self, pairs: list[ValPair], scale: int, crop_border: int, y_channel: bool,
-               grid_images: int = 4):
-    self.pairs, self.scale = pairs, scale
+  def __init__(self, pairs: list[ValPair], scale: int, crop_border: int, y_channel: bool, *,
+               product: str = 'generator', grid_images: int = 4, label: str = ''):
+    self.pairs, self.scale, self.product = pairs, scale, product
     self.crop_border, self.y_channel, self.grid_images = crop_border, y_channel, grid_images
-    self._fns: dict[int, Callable] = {}
+    self.label = label
     self.bicubic = self.score([bicubic_upsample(p.lq, scale) for p in pairs])
+    self._upscaler: inference.Upscaler | None = None
 
   @classmethod
-  def from_config(cls, config: ml_collections.ConfigDict) -> 'Evaluator':
-    e = config.eval
-    pairs = load_pairs(e.val, config.scale, e.grid, config.data.channels, e.max_images,
-                       config.degradation)
-    crop = config.scale if e.crop_border < 0 else e.crop_border
-    return cls(pairs, config.scale, crop, e.y_channel, e.grid_images)
+  def from_config(cls, eval_config: ml_collections.ConfigDict, scale: int, channels: int,
+                  degradation: Any = None, product: str = 'generator') -> 'SRValidation':
+    """From `config.eval` (`degradation`: the run's, for the 'draws' grid)."""
+    e = eval_config
+    pairs = load_pairs(e.val, scale, e.grid, channels, e.max_images, degradation)
+    crop = scale if e.crop_border < 0 else e.crop_border
+    return cls(pairs, scale, crop, e.y_channel, product=product, grid_images=e.grid_images,
+               label=e.val)
 
   def score(self, outputs: list[np.ndarray]) -> dict[str, Any]:
     """Mean PSNR/SSIM (BasicSR validation convention) of `outputs` against the pairs' GT."""
@@ -160,44 +141,29 @@ class Evaluator:
       ssims.append(float(m['ssim'][0]))
     return {'psnr': float(np.mean(psnrs)), 'ssim': float(np.mean(ssims)), 'per_image': psnrs}
 
-  def super_resolve_all(self, super_resolve: Callable, params: Any) -> list[np.ndarray]:
-    fn = self._fns.setdefault(id(super_resolve), jax.jit(super_resolve))
-    outs = []
-    for pair in self.pairs:
-      h, w = pair.lq.shape[:2]
-      lq = np.pad(pair.lq, ((0, -h % _PAD_MULTIPLE), (0, -w % _PAD_MULTIPLE), (0, 0)),
-                  mode='reflect')
-      sr = np.asarray(fn(params, jnp.asarray(lq)[None]))[0]
-      outs.append(sr[: h * self.scale, : w * self.scale])
-    return outs
+  def upscale_all(self, upscaler: inference.Upscaler) -> list[np.ndarray]:
+    return [upscaler.upscale_float(p.lq) for p in self.pairs]
 
-  def run(self, method: Any, state: Any, writer: Any, step: int) -> dict[str, float]:
-    """Scores the method's inference weights; writes scalars and LR|SR|HR panels."""
-    params = jax.tree.map(lambda a: np.asarray(a.addressable_data(0)),
-                          method.inference_params(state))
-    outs = self.super_resolve_all(method.super_resolve, params)
+  def _upscaler_for(self, product: api.Product) -> inference.Upscaler:
+    """One Upscaler per run (compiled once per image shape); later products swap its weights."""
+    if self._upscaler is None or self._upscaler.spec != product.spec:
+      self._upscaler = inference.Upscaler(product.spec, product.variables)
+    else:
+      self._upscaler.set_variables(product.variables)
+    return self._upscaler
+
+  def __call__(self, products: Mapping[str, api.Product]) -> api.EvalResult:
+    outs = self.upscale_all(self._upscaler_for(api.Product(*products[self.product])))
     score = self.score(outs)
-    summary = {'psnr': score['psnr'], 'ssim': score['ssim'],
+    scalars = {'psnr': score['psnr'], 'ssim': score['ssim'],
                'psnr_bicubic': self.bicubic['psnr'], 'ssim_bicubic': self.bicubic['ssim']}
-    writer.write_scalars(step, {f'eval/{k}': v for k, v in summary.items()})
-    panels = {f'eval/{p.name}': _panel(p.lq, o, p.gt, self.scale)
+    panels = {p.name: _panel(p.lq, o, p.gt, self.scale)
               for p, o in list(zip(self.pairs, outs))[: self.grid_images]}
-    if panels:
-      writer.write_images(step, panels)
-    return summary
-
-
-def read_best(workdir: str) -> float:
-  path = os.path.join(workdir, BEST_FILE)
-  if not os.path.isfile(path):
-    return -np.inf
-  with open(path) as f:
-    return float(json.load(f)['psnr'])
-
-
-def write_best(workdir: str, psnr: float, step: int) -> None:
-  with open(os.path.join(workdir, BEST_FILE), 'w') as f:
-    json.dump({'psnr': psnr, 'step': int(step)}, f)
+    verdict = 'beats' if score['psnr'] > self.bicubic['psnr'] else 'does NOT beat'
+    report = (f'validation ({self.label}): PSNR {score["psnr"]:.2f} dB, bicubic '
+              f'{self.bicubic["psnr"]:.2f} dB; SSIM {score["ssim"]:.4f}, bicubic '
+              f'{self.bicubic["ssim"]:.4f}: the {self.product} {verdict} bicubic')
+    return api.EvalResult(scalars, panels, report)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,36 +174,43 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument('val', help='paired folder (gt/ + lq/) or an HR folder (degraded by --grid)')
   parser.add_argument('-m', '--model', required=True,
                       help='model file, training workdir, or PyTorch .pth/.safetensors')
-  parser.add_argument('--grid', default='realesrgan', choices=sorted(GRID_NAMES),
-                      help='fixed degradations for an HR-only folder')
+  parser.add_argument('--grid', default='bicubic', choices=GRIDS,
+                      help="fixed degradations for an HR-only folder ('draws': fixed draws of "
+                      '--degradation)')
+  parser.add_argument('--degradation', default=None, choices=pipelines.KINDS,
+                      help="the degradation the 'draws' grid samples, at its default settings")
   parser.add_argument('--crop-pad', type=int, default=400,
-                      help="HR centre-crop size of the 'realesrgan_draws' grid")
+                      help="HR centre-crop size of the 'draws' grid")
   parser.add_argument('--crop-border', type=int, default=-1, help='default: the model scale')
   parser.add_argument('--y-channel', action='store_true', help='measure on the Y channel')
   parser.add_argument('--max-images', type=int, default=0)
 
 
+def _draws_degradation(kind: str | None, scale: int, crop_pad: int) -> Any:
+  if kind is None:
+    raise ValueError("--grid draws needs --degradation")
+  config = pipelines.default_config(kind, scale)
+  config.crop_pad = crop_pad // scale * scale
+  config.gt_size = min(config.gt_size, config.crop_pad)
+  return pipelines.make(config, scale)
+
+
 def cli_main(args: argparse.Namespace) -> int:
-  from condsr_jax import inference  # pylint: disable=g-import-not-at-top
   try:
     upscaler = inference.load_model(args.model)
     degradation = None
-    if args.grid == 'realesrgan_draws':
-      from condsr_jax.degrade import realesrgan  # pylint: disable=g-import-not-at-top
-      degradation = realesrgan.default_config(upscaler.scale)
-      degradation.crop_pad = args.crop_pad
-      degradation.gt_size = min(degradation.gt_size, args.crop_pad)
+    if args.grid == 'draws':
+      degradation = _draws_degradation(args.degradation, upscaler.scale, args.crop_pad)
     pairs = load_pairs(args.val, upscaler.scale, args.grid, upscaler.in_channels,
                        args.max_images, degradation)
   except (ValueError, FileNotFoundError, images.ImageReadError) as e:
     print(f'condsr-jax evaluate: {e}', file=sys.stderr)
     return 2
   crop = upscaler.scale if args.crop_border < 0 else args.crop_border
-  evaluator = Evaluator(pairs, upscaler.scale, crop, args.y_channel, grid_images=0)
-  outs = [upscaler.upscale_float(p.lq) for p in pairs]
-  score = evaluator.score(outs)
-  for pair, sr_db, bic_db in zip(pairs, score['per_image'], evaluator.bicubic['per_image']):
-    print(f'{pair.name:60s} PSNR {sr_db:7.3f} dB   bicubic {bic_db:7.3f} dB')
-  print(f'{"mean":60s} PSNR {score["psnr"]:7.3f} dB   bicubic {evaluator.bicubic["psnr"]:7.3f} dB'
-        f'   SSIM {score["ssim"]:.4f} (bicubic {evaluator.bicubic["ssim"]:.4f})')
+  validation = SRValidation(pairs, upscaler.scale, crop, args.y_channel, grid_images=0)
+  score = validation.score(validation.upscale_all(upscaler))
+  for pair, db, bic_db in zip(pairs, score['per_image'], validation.bicubic['per_image']):
+    print(f'{pair.name:60s} PSNR {db:7.3f} dB   bicubic {bic_db:7.3f} dB')
+  print(f'{"mean":60s} PSNR {score["psnr"]:7.3f} dB   bicubic {validation.bicubic["psnr"]:7.3f} '
+        f'dB   SSIM {score["ssim"]:.4f} (bicubic {validation.bicubic["ssim"]:.4f})')
   return 0

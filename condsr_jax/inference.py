@@ -2,7 +2,9 @@
 
 Large images go through fixed-shape tiles (one compilation for every tile of every image) whose
 outputs are blended with weights that fall to ~0 at inner tile edges, so tiles leave no seams.
-Gray, RGBA (alpha upscaled by the model too) and 16-bit images keep their format.
+Gray, RGBA (alpha upscaled by the model too) and 16-bit images keep their format. Conditional
+models compute one condition per image, from the image itself or from support images, and reuse
+it for every tile.
 """
 
 import argparse
@@ -10,7 +12,7 @@ import dataclasses
 import functools
 import os
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import cv2
 import jax
@@ -18,30 +20,28 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from condsr_jax import convert, images, models
+from condsr_jax import images, models
+from condsr_jax.nn import conditional
 
 # Luma weights OpenCV uses for BGR2GRAY: the reference turns 3-channel outputs back to gray so.
 _GRAY_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)
-CHECKPOINT_SUFFIXES = ('.pth', '.pt', '.ckpt', '.safetensors', '.npz', '.bin')
 
 
 def load_model(path: str | os.PathLike, *, dtype: str = 'float32', arch: str | None = None
                ) -> 'Upscaler':
-  """An `Upscaler` from a model file, a training workdir (EMA weights) or a PyTorch checkpoint."""
-  path = os.fspath(path)
-  if os.path.isdir(path):
-    from condsr_jax import checkpoint  # pylint: disable=g-import-not-at-top
-    spec, variables = checkpoint.load_inference_model(path)
-  elif models.is_model_file(path):
-    spec, variables, _ = models.load_model_file(path)
-  elif path.lower().endswith(CHECKPOINT_SUFFIXES):
-    spec, variables = convert.convert_file(path, arch=arch)
-  elif not os.path.exists(path):
-    raise FileNotFoundError(f'{path}: no such model file or workdir')
-  else:
-    raise ValueError(f'{path}: not a condsr_jax model file, a workdir or a checkpoint '
-                     f'({", ".join(CHECKPOINT_SUFFIXES)})')
+  """An `Upscaler` from a model file, a training workdir or a PyTorch checkpoint (`arch`: skip
+  its architecture detection)."""
+  spec, variables = models.load_weights(path, arch=arch)
   return Upscaler(spec, variables, dtype=dtype)
+
+
+def _on_device(variables: Any) -> Any:
+  """The variables on the default device, however they were placed: one placement, one compile."""
+  return jax.device_put(jax.device_get(variables))
+
+
+def _abstract(tree: Any) -> Any:
+  return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), tree)
 
 
 def _axis_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -66,7 +66,11 @@ def _ramp(length: int, ramp: int, rise: bool, fall: bool) -> np.ndarray:
 
 @dataclasses.dataclass
 class Upscaler:
-  """A model bound to its weights, ready to upscale HWC numpy images of any size."""
+  """A model bound to its weights, ready to upscale HWC numpy images of any size.
+
+  A conditional model (one with `condition_from_lr`, see `condsr_jax.nn.conditional`) gets its
+  condition once per image, then upscales every tile of the image under it.
+  """
   spec: models.ModelSpec
   variables: Any
   dtype: str = 'float32'
@@ -81,32 +85,47 @@ class Upscaler:
       raise ValueError(f'{self.spec.arch} is not a super-resolution network')
     self.in_channels = self.spec.in_channels
     self.multiple = getattr(self.module, 'input_multiple', 1)
-    self.pixel_range = getattr(self.module, 'pixel_range', 1.0)
-    self.conditional = hasattr(self.module, 'condition')
-    self.variables = jax.device_put(self.variables)
+    self.conditional = hasattr(self.module, 'condition_from_lr')
+    self.variables = _on_device(self.variables)
     if self.conditional:
-      self._condition = jax.jit(functools.partial(self.module.apply, method='condition'))
-      self._forward = jax.jit(functools.partial(self.module.apply, method='super_resolve'))
+      self._forward = jax.jit(functools.partial(self.module.apply, method='upscale'))
+      self._condition_from_lr = jax.jit(
+          lambda variables, lr, patch: self.module.clone(support_patch=patch).apply(
+              variables, lr, method='condition_from_lr'), static_argnums=2)
+      self._condition_from_support = jax.jit(
+          functools.partial(self.module.apply, method='condition_from_support'))
     else:
       self._forward = jax.jit(self.module.apply)
 
-  def condition_from(self, support: list[np.ndarray], patch: int = 32, seed: int = 0
-                     ) -> jax.Array:
-    """A conditional model's condition from `support_size` random patch x patch crops of the
-    support images (HWC float in [0, 1], the model's channel count), spread over the images."""
-    n = self.module.support_size
-    rng = np.random.default_rng(seed)
-    crops = []
-    for i in range(n):
-      img = support[i % len(support)]
-      h, w = img.shape[:2]
-      if h < patch or w < patch:
-        img = np.pad(img, ((0, max(patch - h, 0)), (0, max(patch - w, 0)), (0, 0)), 'reflect')
-        h, w = img.shape[:2]
-      y, x = rng.integers(0, h - patch + 1), rng.integers(0, w - patch + 1)
-      crops.append(img[y:y + patch, x:x + patch])
-    stacked = np.concatenate(crops, axis=2)[None] * self.pixel_range  # [1, p, p, n*C]
-    return self._condition(self.variables, jnp.asarray(stacked, jnp.float32))
+  def set_variables(self, variables: Any) -> None:
+    """Swaps in other weights of the same architecture, keeping every compiled function."""
+    new = _on_device(variables)
+    if _abstract(new) != _abstract(self.variables):
+      raise ValueError(f'the variables do not fit this {self.spec.arch} '
+                       '(other shapes, dtypes or structure)')
+    self.variables = new
+
+  def condition(self, img: np.ndarray, *, support: Sequence[np.ndarray] | None = None,
+                support_patch: int | None = None) -> jax.Array:
+    """A conditional model's condition `[1, D]` for `img` (HWC float in [0, 1]).
+
+    From `support` images sharing the image's degradation when given, else from crops of the
+    image itself; `support_patch` (default: the model's) is the crop size in input pixels.
+    """
+    patch = support_patch or self.module.support_patch
+    if support is not None:
+      crops = conditional.support_crops([self._condition_input(s) for s in support],
+                                        self.module.support_size, patch)
+      return self._condition_from_support(self.variables, jnp.asarray(crops))
+    lr = jnp.asarray(self._condition_input(img)[None])
+    return self._condition_from_lr(self.variables, lr, patch)
+
+  def _condition_input(self, img: np.ndarray) -> np.ndarray:
+    """An image's colour planes in the model's channel count (luma for one-channel models)."""
+    x = img[:, :, :3]
+    if self.in_channels == 1 and x.shape[2] == 3:
+      return x @ _GRAY_WEIGHTS[:, None]
+    return self._model_channels(x)
 
   def _run(self, x: np.ndarray, cond: jax.Array | None = None) -> np.ndarray:
     """NHWC float32 -> NHWC float32 through the network, padding to the input multiple."""
@@ -114,8 +133,8 @@ class Upscaler:
     ph, pw = -h % self.multiple, -w % self.multiple
     if ph or pw:
       x = np.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)), mode='reflect')
-    args = (jnp.asarray(x * self.pixel_range),) + ((cond,) if self.conditional else ())
-    y = np.asarray(self._forward(self.variables, *args)) / self.pixel_range
+    args = (jnp.asarray(x),) + ((cond,) if self.conditional else ())
+    y = np.asarray(self._forward(self.variables, *args))
     return y[:, : h * self.scale, : w * self.scale]
 
   def _run_tiled(self, x: np.ndarray, tile: int, overlap: int,
@@ -167,21 +186,18 @@ class Upscaler:
     return np.repeat(x, self.in_channels, 2) if x.shape[2] == 1 else x
 
   def upscale_float(self, img: np.ndarray, *, tile: int = 0, tile_overlap: int = 16,
-                    support: list[np.ndarray] | None = None, support_patch: int = 32,
+                    support: Sequence[np.ndarray] | None = None, support_patch: int | None = None,
                     progress: Callable[[int], None] | None = None) -> np.ndarray:
     """HWC float32 in [0, 1] with 1, 3 or 4 channels -> upscaled HWC float32 (not clipped).
 
-    Conditional models (CMDSR) compute their condition once per image, from `support` images
-    sharing the input's degradation or, by default, from crops of the input itself.
+    Conditional models compute their condition once per image (`condition`), from `support`
+    images sharing the input's degradation or, by default, from crops of the input itself.
     """
     c = img.shape[2]
     color, alpha = (img[:, :, :3], img[:, :, 3:]) if c == 4 else (img, None)
     cond = None
     if self.conditional:
-      imgs = [color] if support is None else support
-      if self.in_channels == 3:
-        imgs = [self._model_channels(s[:, :, :3]) for s in imgs]
-      cond = self.condition_from(imgs, support_patch)
+      cond = self.condition(color, support=support, support_patch=support_patch)
     run = functools.partial(self._sr_planes, tile=tile, overlap=tile_overlap, progress=progress,
                             cond=cond)
     if self.in_channels == 1:  # one-channel model: every channel on its own
@@ -198,13 +214,14 @@ class Upscaler:
     return out
 
   def upscale(self, img: np.ndarray, *, tile: int = 0, tile_overlap: int = 16,
-              outscale: float | None = None, support: list[np.ndarray] | None = None,
-              support_patch: int = 32, progress: Callable[[int], None] | None = None
+              outscale: float | None = None, support: Sequence[np.ndarray] | None = None,
+              support_patch: int | None = None, progress: Callable[[int], None] | None = None
               ) -> np.ndarray:
     """Upscales an HWC (or HW) image; uint8/uint16 in, the same type out (float in -> float out).
 
     `tile`: process in tile x tile input crops when the image is larger (0: whole image).
-    `outscale`: final size = input size x outscale (Lanczos after the network), as Real-ESRGAN.
+    `outscale`: final size = input size x outscale (Lanczos after the network, the reference
+    inference script's `--outscale`).
     `support`: conditional models only, see `upscale_float`.
     """
     squeeze = img.ndim == 2
@@ -248,11 +265,11 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
   parser.add_argument('--arch', default=None, help='architecture of a .pth (default: detect)')
   parser.add_argument('--support', nargs='+', default=None,
-                      help='conditional models (CMDSR): images or folders sharing the inputs\' '
+                      help='conditional models: images or folders sharing the inputs\' '
                       'degradation; the condition comes from their crops (default: crops of '
                       'each input image itself)')
-  parser.add_argument('--support-patch', type=int, default=32,
-                      help='support crop size in input pixels')
+  parser.add_argument('--support-patch', type=int, default=None,
+                      help="support crop size in input pixels (default: the model's)")
 
 
 def _output_path(path: str, root: str, outdir: str, suffix: str, ext: str, img: np.ndarray) -> str:

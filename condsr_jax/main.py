@@ -3,6 +3,7 @@
 Re-running with the same workdir resumes. Config fields are overridden with --config.a.b=value.
 """
 
+import os
 import sys
 
 from absl import app, flags, logging
@@ -10,6 +11,7 @@ from ml_collections import config_flags
 
 from condsr_jax import config as config_lib
 from condsr_jax import train
+from condsr_jax import xla_flags
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'recipe: configs/NAME.py[:variant]',
                                           lock_config=True)
@@ -20,6 +22,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  xla_flags.tune_xla_cpu()
   try:
     summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except (config_lib.ConfigError, train.TrainingStopped) as e:
@@ -29,12 +32,9 @@ def main(argv):
   except train.TrainingInterrupted as e:
     print(f'stopped: {e}', file=sys.stderr)
     sys.exit(e.exit_code)
-  if summary:
-    verdict = 'beats' if summary['psnr'] > summary['psnr_bicubic'] else 'does NOT beat'
-    print(f'validation ({_CONFIG.value.eval.val}): PSNR {summary["psnr"]:.2f} dB, bicubic '
-          f'{summary["psnr_bicubic"]:.2f} dB; SSIM {summary["ssim"]:.4f}, bicubic '
-          f'{summary["ssim_bicubic"]:.4f}: the model {verdict} bicubic. '
-          f'Model file: {_WORKDIR.value}/model.msgpack')
+  for report in summary.reports:
+    print(report)
+  print(f'model file: {os.path.join(_WORKDIR.value, "model.msgpack")}')
 
 
 if __name__ == '__main__':

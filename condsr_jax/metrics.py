@@ -1,4 +1,4 @@
-"""Image quality metrics: PSNR and SSIM with BasicSR's exact numbers, and a jit-able batched PSNR.
+"""Image quality metrics: PSNR and SSIM with BasicSR's exact numbers.
 
 BasicSR validates on uint8 images (outputs clamped, scaled by 255, rounded) in float64, optionally
 on the MATLAB BT.601 luma; `psnr` / `ssim` reproduce it so results compare with published tables.
@@ -8,7 +8,6 @@ from typing import Mapping
 
 import cv2
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from condsr_jax import images
@@ -97,20 +96,3 @@ def validation_metrics(sr: np.ndarray | jax.Array, gt: np.ndarray | jax.Array, c
       'psnr': np.array([psnr(a, b, crop_border, y_channel) for a, b in pairs]),
       'ssim': np.array([ssim(a, b, crop_border, y_channel) for a, b in pairs]),
   }
-
-
-def psnr_batch(x: jax.Array, y: jax.Array, crop_border: int = 0,
-               y_channel: bool = False) -> jax.Array:
-  """Per-image PSNR (shape [N]) of NHWC float images in [0, 1]; jit-able, no quantization.
-
-  `crop_border` and `y_channel` must be static. Identical images give inf, as `psnr` does.
-  """
-  x, y = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)
-  if crop_border:
-    x = x[:, crop_border:-crop_border, crop_border:-crop_border]
-    y = y[:, crop_border:-crop_border, crop_border:-crop_border]
-  if y_channel and x.shape[-1] == 3:
-    w = jnp.asarray(_Y_WEIGHTS, jnp.float32)
-    x, y = (x @ w + 16.0) / 255.0, (y @ w + 16.0) / 255.0
-  mse = jnp.mean(jnp.square(x - y), axis=tuple(range(1, x.ndim)))
-  return -10.0 * jnp.log10(mse)

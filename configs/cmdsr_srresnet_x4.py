@@ -9,46 +9,33 @@ patches (two halves of support_size 20). Variants: ':smoke' (seconds), ':demo' (
 import ml_collections
 
 from condsr_jax import config as config_lib
-from condsr_jax.degrade import tasks
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  c = config_lib.default_config()
-  c.method = 'cmdsr'
+  c = config_lib.default_config('cmdsr')
   c.scale = 4
-  c.model.arch = 'CMDSRNet'
-  c.model.kwargs = ml_collections.ConfigDict(
-      {'num_feat': 64, 'num_block': 10, 'support_size': 20, 'cond_feat': 64})
-  c.degradation = tasks.default_config('classic', c.scale, 'cmdsr')
-  c.data.crop_size = c.degradation.crop_pad
   c.data.batch_size = 8  # tasks per batch
   c.data.vflip = c.data.rot90 = True
-  c.optim = ml_collections.ConfigDict({'lr': 1e-4, 'b1': 0.9, 'b2': 0.999,
-                                       'milestones': [500_000, 900_000], 'gamma': 0.1})
-  c.optim_cond = ml_collections.ConfigDict({'lr': 1e-4, 'b1': 0.9, 'b2': 0.999,
-                                            'milestones': [500_000, 900_000], 'gamma': 0.5})
   c.train.num_steps = 500_000  # batches: 1e6 SR steps, one per half
   c.train.ema_decay = 0.0  # the reference keeps no EMA
   c.train.checkpoint_every = 5000
   c.eval.every = 5000
-  c.eval.grid = 'classic'
+  c.eval.grid = 'blur_noise'
   if arg == 'smoke':
     config_lib.shrink_to_smoke(c)
     c.model.kwargs = ml_collections.ConfigDict(
         {'num_feat': 8, 'num_block': 1, 'support_size': 2, 'cond_feat': 8})
     c.degradation.tasks.crops = ((8, 4),)
     c.degradation.gt_size, c.degradation.crop_pad = 32, 48
-    c.data.crop_size = 48
     c.cmdsr.cond_every = 2
   elif arg == 'demo':
     c.model.kwargs = ml_collections.ConfigDict(
         {'num_feat': 32, 'num_block': 4, 'support_size': 8, 'cond_feat': 32})
     c.degradation.tasks.crops = ((16, 16),)
     c.degradation.gt_size, c.degradation.crop_pad = 64, 192
-    c.data.crop_size = 192
     config_lib.use_demo_images(c)
     c.data.batch_size = 8
-    c.optim.lr = c.optim_cond.lr = 5e-4
+    c.optim.sr.lr = c.optim.condition.lr = 5e-4
     c.train.num_steps = 2000
     c.train.checkpoint_every = c.eval.every = 500
   elif arg:

@@ -11,19 +11,16 @@ from condsr_jax import config as config_lib
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  c = config_lib.default_config()
-  c.method = 'sr'
+  c = config_lib.default_config('sr')
   c.scale = 4
   c.model.arch = 'EDSR'
   c.model.kwargs = ml_collections.ConfigDict({'num_feat': 64, 'num_block': 16})
-  c.degradation.kind = 'bicubic'
-  c.degradation.gt_size = 192
-  c.data.crop_size = 192
+  c.degradation.gt_size = c.degradation.crop_pad = 192
   c.data.batch_size = 16
   c.data.rot90 = True
   c.data.vflip = True
-  c.optim.lr = 1e-4
-  c.optim.milestones = [200_000]
+  c.optim.generator.lr = 1e-4
+  c.optim.generator.milestones = [200_000]
   c.train.num_steps = 300_000
   c.train.log_every = 100
   c.train.checkpoint_every = 5000
@@ -32,13 +29,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if arg == 'smoke':
     config_lib.shrink_to_smoke(c, max_val_images=1)
     c.model.kwargs = ml_collections.ConfigDict({'num_feat': 8, 'num_block': 1})
-    c.data.crop_size = c.degradation.gt_size = 32
+    c.degradation.gt_size = c.degradation.crop_pad = 32
   elif arg == 'demo':
     config_lib.use_demo_images(c)
     c.model.kwargs = ml_collections.ConfigDict({'num_feat': 32, 'num_block': 4})
-    c.data.crop_size = c.degradation.gt_size = 96
+    c.degradation.gt_size = c.degradation.crop_pad = 96
     c.data.batch_size = 8
-    c.optim.lr = 5e-4
+    c.optim.generator.lr = 5e-4
     c.train.num_steps = 1500
     c.train.checkpoint_every = 500
     c.eval.every = 500

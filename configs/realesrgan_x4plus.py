@@ -17,11 +17,9 @@ from condsr_jax import config as config_lib
 
 
 def recipe(scale: int, arg: str | None) -> ml_collections.ConfigDict:
-  c = config_lib.sibling_recipe(__file__, 'realesrnet_x4plus').recipe(scale, arg)
-  c.method = 'esrgan'
-  c.optim.lr = 1e-4
-  c.optim.milestones = c.optim_d.milestones = [400_000]
-  c.optim_d.lr = 1e-4
+  c = config_lib.sibling_recipe(__file__, 'realesrnet_x4plus').recipe(scale, arg, 'esrgan')
+  c.optim.generator.lr = c.optim.discriminator.lr = 1e-4
+  c.optim.generator.milestones = c.optim.discriminator.milestones = [400_000]
   c.loss.pixel_weight = 1.0
   c.loss.pixel_target = c.loss.perceptual_target = 'usm'
   c.loss.gan_target = 'gt'
@@ -34,10 +32,11 @@ def recipe(scale: int, arg: str | None) -> ml_collections.ConfigDict:
     c.discriminator.kwargs = ml_collections.ConfigDict({'num_feat': 4, 'skip_connection': True})
     c.loss.perceptual_layers = ml_collections.ConfigDict({'conv1_2': 0.1, 'conv2_2': 0.1})
     c.loss.allow_random_vgg = True
+    c.loss.vgg_widths = [8, 16, 32, 32, 32]
   elif arg == 'demo':
     c.discriminator.kwargs = ml_collections.ConfigDict({'num_feat': 32, 'skip_connection': True})
     c.init.generator = 'workdirs/demo'  # the stage-1 demo (README's main job)
-    c.optim.lr = c.optim_d.lr = 1e-4
+    c.optim.generator.lr = c.optim.discriminator.lr = 1e-4
     c.train.num_steps = 500
   return c
 

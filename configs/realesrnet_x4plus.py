@@ -12,41 +12,38 @@ CPU with the shipped demo images, validated against bicubic on held-out images).
 import ml_collections
 
 from condsr_jax import config as config_lib
-from condsr_jax.degrade import realesrgan
+from condsr_jax.degrade import pipelines
 
 
-def recipe(scale: int, arg: str | None) -> ml_collections.ConfigDict:
-  """The x4 and x2 recipes differ only in the scale."""
-  c = config_lib.default_config()
-  c.method = 'sr'
+def recipe(scale: int, arg: str | None, method: str = 'sr') -> ml_collections.ConfigDict:
+  """The x4 and x2 recipes differ only in the scale; stage 2 builds on this with 'esrgan'."""
+  c = config_lib.default_config(method)
   c.scale = scale
   c.model.arch = 'RRDBNet'
   c.model.kwargs = ml_collections.ConfigDict({'num_feat': 64, 'num_block': 23, 'num_grow_ch': 32})
-  c.degradation = realesrgan.default_config(scale)
-  c.data.crop_size = c.degradation.crop_pad
+  c.degradation = pipelines.default_config('realesrgan', scale)
+  c.pool.size = 180  # the reference's queue_size
   c.data.batch_size = 12
   c.loss.pixel_target = 'usm'
-  c.optim.lr = 2e-4
-  c.optim.milestones = [1_000_000]
+  c.optim.generator.lr = 2e-4
+  c.optim.generator.milestones = [1_000_000]
   c.train.num_steps = 1_000_000
   c.train.checkpoint_every = 5000
   c.eval.every = 5000
-  c.eval.grid = 'realesrgan_draws'  # fixed draws of the training degradation
+  c.eval.grid = 'draws'  # fixed draws of the training degradation
   if arg == 'smoke':
     config_lib.shrink_to_smoke(c)
     c.model.kwargs = ml_collections.ConfigDict({'num_feat': 8, 'num_block': 1, 'num_grow_ch': 4})
-    c.degradation.crop_pad, c.degradation.gt_size, c.degradation.pool_size = 64, 32, 8
-    c.data.crop_size = 64
+    c.degradation.crop_pad, c.degradation.gt_size, c.pool.size = 64, 32, 8
   elif arg == 'demo':
     # Real-ESRGAN's small model (as its realesr-general-x4v3): its nearest-upsampled skip lets
     # it beat bicubic within the demo's CPU minutes, which an RRDBNet of this size does not.
     c.model.arch = 'SRVGGNetCompact'
     c.model.kwargs = ml_collections.ConfigDict({'num_feat': 32, 'num_conv': 8})
-    c.degradation.crop_pad, c.degradation.gt_size, c.degradation.pool_size = 128, 96, 64
-    c.data.crop_size = 128
+    c.degradation.crop_pad, c.degradation.gt_size, c.pool.size = 128, 96, 64
     config_lib.use_demo_images(c)
     c.data.batch_size = 8
-    c.optim.lr = 5e-4
+    c.optim.generator.lr = 5e-4
     c.train.num_steps = 2000
     c.train.ema_decay = 0.99  # 0.999 averages over more steps than the demo takes
     c.train.log_every = 100

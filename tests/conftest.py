@@ -1,7 +1,9 @@
-"""Test set-up: 4 fake CPU devices, absl flags parsed (grain reads them), fast compiles."""
+"""Test set-up: 4 fake CPU devices, absl flags parsed (grain reads them), fast compiles; the
+parity helpers `nhwc` and `assert_close`, and `torch_state_dict` (`from conftest import ...`)."""
 
 import os
 import pathlib
+import re
 import shutil
 import tempfile
 
@@ -15,11 +17,49 @@ if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
   _CACHE = os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='condsr_jax_xla_')
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
 
+from condsr_jax import xla_flags  # pylint: disable=g-import-not-at-top
+
+xla_flags.tune_xla_cpu()  # as the entry points do, before JAX starts its backend
+
 from absl import flags  # pylint: disable=g-import-not-at-top
+import numpy as np  # pylint: disable=g-import-not-at-top
 import pytest  # pylint: disable=g-import-not-at-top
+from flax import traverse_util  # pylint: disable=g-import-not-at-top
 
 FIXTURES = pathlib.Path(__file__).parent / 'fixtures' / 'reference'
 REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+def nhwc(a: np.ndarray) -> np.ndarray:
+  """A PyTorch NCHW array (fixture images, feature maps) in NHWC."""
+  return np.asarray(a).transpose(0, 2, 3, 1)
+
+
+def assert_close(actual, ref, rtol: float = 1e-4) -> None:
+  """Parity with a reference output: same shape and max|actual - ref| <= rtol * max|ref|."""
+  actual, ref = np.asarray(actual), np.asarray(ref)
+  assert actual.shape == ref.shape, f'shape {actual.shape} vs reference {ref.shape}'
+  err = np.abs(actual - ref).max() / np.abs(ref).max()
+  assert err <= rtol, f'max error {err:.2e} of max |ref| (allowed {rtol:.0e})'
+
+
+def torch_state_dict(variables) -> dict[str, np.ndarray]:
+  """Flax variables as the PyTorch state dict the converter maps onto them (`body_0/conv1/kernel`
+  -> `body.0.conv1.weight` in OIHW): checkpoints of any size for detection tests."""
+  flat = traverse_util.flatten_dict(variables)
+  spectral = {path[1:-1] for path in flat if path[0] == 'spectral'}
+  sd = {}
+  for (collection, *modules, leaf), value in flat.items():
+    value = np.asarray(value)
+    if collection == 'spectral':
+      leaf = f'weight_{leaf}'
+    elif leaf == 'kernel':
+      leaf = 'weight_orig' if tuple(modules) in spectral else 'weight'
+      value = value.transpose(3, 2, 0, 1) if value.ndim == 4 else value.T
+    elif leaf == 'alpha':
+      leaf = 'weight'
+    sd['.'.join([re.sub(r'_(\d+)$', r'.\1', m) for m in modules] + [leaf])] = value
+  return sd
 
 
 def pytest_configure(config):

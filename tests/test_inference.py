@@ -113,7 +113,7 @@ def test_conditional_model_uses_one_condition_per_image(tmp_path):
   model = tmp_path / 'cmdsr.msgpack'
   assert cli.main(['convert', fixture, str(model)]) == 0
   up = condsr_jax.load_model(model)
-  assert up.conditional and up.pixel_range == 255.0
+  assert up.conditional and up.module.image_range == 255.0
   img = images.to_float(images.read_image('tests/fixtures/torch_rrdbnet/input.png'))
   whole = up.upscale_float(img)
   tiled = up.upscale_float(img, tile=24, tile_overlap=8)
@@ -121,7 +121,7 @@ def test_conditional_model_uses_one_condition_per_image(tmp_path):
   # One condition for all tiles: tiles differ from the whole image only at their seams (the
   # fixture's random weights give a wide, strong receptive field, hence a modest figure).
   assert metrics.psnr(to255(tiled), to255(whole), crop_border=0) > 30.0
-  np.testing.assert_array_equal(up.condition_from([img]), up.condition_from([img]))
+  np.testing.assert_array_equal(up.condition(img), up.condition(img))
   other = up.upscale_float(img, support=[img[::-1, ::-1] * 0.5])
   assert np.abs(other - whole).max() > 1e-3  # the support set matters
   images.write_image(tmp_path / 'sup' / 's.png', images.from_float(img[:30, :30] * 0.5))

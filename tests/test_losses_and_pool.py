@@ -1,4 +1,7 @@
-"""GAN and edge losses against their definitions; the training-pair pool's exchange rule."""
+"""GAN and edge losses against their definitions; the training-pair pool's exchange rules (the
+default swap, and the reference's shuffle bit-exact against Real-ESRGAN's `_dequeue_and_enqueue`)."""
+
+import json
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +9,8 @@ import numpy as np
 import pytest
 
 from condsr_jax import losses
-from condsr_jax.degrade import pool
+from condsr_jax.methods import pool
+from conftest import nhwc
 
 
 @pytest.mark.parametrize('gan_type', ['vanilla', 'lsgan', 'hinge', 'wgan_softplus'])
@@ -58,3 +62,42 @@ def test_pool_rejects_batches_larger_than_itself():
   state = pool.init_pool(2, {'x': jnp.zeros((1, 1))})
   with pytest.raises(ValueError, match='smaller than the batch'):
     pool.exchange(state, {'x': jnp.zeros((3, 1))}, jax.random.key(0))
+  state = pool.init_pool(6, {'x': jnp.zeros((1, 1))})
+  with pytest.raises(ValueError, match='multiple of the batch'):
+    pool.exchange(state, {'x': jnp.zeros((4, 1))}, jax.random.key(0), reference=True)
+
+
+def test_reference_pool_matches_realesrgan_bit_exactly(fixtures_dir):
+  data = np.load(fixtures_dir / 'training' / 'train_realesrgan_pool.npz')
+  hparams = json.loads(str(data['meta']))['hparams']
+  size, b = hparams['queue_size'], hparams['batch']
+  state = pool.init_pool(size, {'lq': nhwc(data['in/lq_0']), 'gt': nhwc(data['in/gt_0'])})
+  step = jax.jit(pool.exchange_with_permutation)
+  for c in range(hparams['n_calls']):
+    batch = {'lq': nhwc(data[f'in/lq_{c}']), 'gt': nhwc(data[f'in/gt_{c}'])}
+    assert batch['lq'].shape[0] == b
+    # Calls that find the pool filling draw no permutation; theirs is not read.
+    perm = data[f'in/perm_{c}'] if f'in/perm_{c}' in data else np.arange(size)
+    state, out = step(state, batch, jnp.asarray(perm, jnp.int32))
+    np.testing.assert_array_equal(out['lq'], nhwc(data[f'out/lq_{c}']))
+    np.testing.assert_array_equal(out['gt'], nhwc(data[f'out/gt_{c}']))
+    np.testing.assert_array_equal(state['data']['lq'], nhwc(data[f'out/queue_lr_{c}']))
+    np.testing.assert_array_equal(state['data']['gt'], nhwc(data[f'out/queue_gt_{c}']))
+    assert int(state['count']) == int(data[f'out/queue_ptr_{c}'])
+
+
+def test_reference_pool_draws_its_permutation_from_the_key():
+  size, b = 6, 2
+  state = pool.init_pool(size, {'x': jnp.zeros((1, 3))})
+  for step in range(3):
+    state, _ = pool.exchange(state, {'x': jnp.full((b, 3), float(step))}, jax.random.key(step),
+                             reference=True)
+  np.testing.assert_array_equal(state['data']['x'][:, 0], [0, 0, 1, 1, 2, 2])
+  key, batch = jax.random.key(9), {'x': jnp.full((b, 3), 3.0)}
+  got_state, got = pool.exchange(state, batch, key, reference=True)
+  perm = jax.random.permutation(key, size)
+  want_state, want = pool.exchange_with_permutation(state, batch, perm)
+  np.testing.assert_array_equal(got['x'], want['x'])
+  np.testing.assert_array_equal(got_state['data']['x'], want_state['data']['x'])
+  np.testing.assert_array_equal(got['x'][:, 0], np.asarray(state['data']['x'][perm[:b], 0]))
+  np.testing.assert_array_equal(got_state['data']['x'][:b, 0], [3, 3])

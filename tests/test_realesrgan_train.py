@@ -11,7 +11,7 @@ def test_realesrnet_then_realesrgan(tmp_path, smoke_config):
   train.train_and_evaluate(smoke_config('realesrnet_x4plus', **{'train.num_steps': 4}),
                            str(esrnet))
   summary = train.train_and_evaluate(smoke_config('realesrnet_x4plus'), str(esrnet))
-  assert np.isfinite(summary['psnr']) and summary['psnr_bicubic'] > 0
+  assert np.isfinite(summary.metrics['val/psnr']) and summary.metrics['val/psnr_bicubic'] > 0
   spec, stage1, meta = models.load_model_file(esrnet / 'model.msgpack')
   assert spec.arch == 'RRDBNet' and meta['step'] == 6
   config = smoke_config('realesrgan_x4plus', **{'init.generator': str(esrnet),
@@ -19,6 +19,8 @@ def test_realesrnet_then_realesrgan(tmp_path, smoke_config):
   train.train_and_evaluate(config, str(esrgan))
   _, stage2, meta = models.load_model_file(esrgan / 'model.msgpack')
   assert meta['step'] == 2
+  d_spec, _, d_meta = models.load_model_file(esrgan / 'discriminator.msgpack')
+  assert d_spec.arch == 'UNetDiscriminatorSN' and d_meta['product'] == 'discriminator'
   # The GAN stage started from the ESRNet weights and moved away from them.
   a = np.asarray(stage1['params']['conv_first']['kernel'])
   b = np.asarray(stage2['params']['conv_first']['kernel'])

@@ -14,7 +14,6 @@ import orbax.checkpoint as ocp
 import pytest
 
 from condsr_jax import config as config_lib, methods, models, train
-from condsr_jax.methods import base
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SMOKE = 'configs/edsr_bicubic_x4.py:smoke'
@@ -23,11 +22,11 @@ SMOKE = 'configs/edsr_bicubic_x4.py:smoke'
 def checkpoint_params(workdir, step):
   path = pathlib.Path(workdir) / 'checkpoints' / str(step) / 'state'
   with ocp.StandardCheckpointer() as ckptr:
-    return ckptr.restore(path)['params']
+    return ckptr.restore(path)['method']['params']
 
 
-def run_main(workdir, *flags, env=None, wait=True):
-  cmd = [sys.executable, '-m', 'condsr_jax.main', f'--config={SMOKE}', f'--workdir={workdir}',
+def run_main(workdir, *flags, config=SMOKE, env=None, wait=True):
+  cmd = [sys.executable, '-m', 'condsr_jax.main', f'--config={config}', f'--workdir={workdir}',
          f'--config.data.train={REPO}/data/demo/train', f'--config.eval.val={REPO}/data/demo/val',
          *flags]
   full_env = {**os.environ, 'JAX_PLATFORMS': 'cpu', **(env or {})}
@@ -41,13 +40,16 @@ def run_main(workdir, *flags, env=None, wait=True):
 
 def test_smoke_run_checkpoints_evaluates_and_exports(tmp_path, smoke_config):
   summary = train.train_and_evaluate(smoke_config(**{'train.keep_checkpoints': 2}), str(tmp_path))
-  assert {'psnr', 'ssim', 'psnr_bicubic'} <= set(summary)
+  assert {'val/psnr', 'val/ssim', 'val/psnr_bicubic'} <= set(summary.metrics)
+  assert 'bicubic' in summary.reports[0]
   names = set(os.listdir(tmp_path))
-  assert {'config.json', 'checkpoints', 'model.msgpack', 'best_model.msgpack'} <= names
+  assert {'config.json', 'checkpoints', 'model.msgpack', 'best_model.msgpack', 'best.json'} <= names
   assert any(n.startswith('events.out.tfevents') for n in names)
   assert sorted(int(s) for s in os.listdir(tmp_path / 'checkpoints') if s.isdigit()) == [4, 6]
+  items = {n for n in os.listdir(tmp_path / 'checkpoints' / '6') if not n.startswith('_')}
+  assert items - {'commit_success.txt'} == {'data_train', 'state'}
   spec, _, meta = models.load_model_file(tmp_path / 'model.msgpack')
-  assert spec.arch == 'EDSR' and meta['step'] == 6
+  assert spec.arch == 'EDSR' and meta['step'] == 6 and meta['product'] == 'generator'
 
 
 def test_resume_is_exact(tmp_path, smoke_config):
@@ -64,39 +66,54 @@ def test_resume_is_exact(tmp_path, smoke_config):
 
 def test_sharded_step_equals_single_device_step(smoke_config):
   assert jax.device_count() == 4
-  config = smoke_config()
-  method = methods.build(config)
+  method = methods.build(smoke_config())
   rng = jax.random.key_data(jax.random.key(0))
-  batch = {'gt': np.random.default_rng(0).random((4, 32, 32, 3), np.float32)}
+  raw = np.random.default_rng(0).random((4, 32, 32, 3), np.float32)
+  sampler = method.degradation.param_sampler()
+  draws = [sampler(np.random.default_rng(i)) for i in range(4)]
+  batch = {'train': {'gt': raw, **{k: np.stack([d[k] for d in draws]) for k in draws[0]}}}
   results = []
   for devices in (jax.devices(), jax.devices()[:1]):
     mesh = jax.sharding.Mesh(np.array(devices), ('data',))
     repl = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     data = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
-    state = jax.jit(method.init_state, out_shardings=repl)(rng)
-    step = jax.jit(method.train_step, in_shardings=(repl, data, repl), out_shardings=(repl, repl))
+    state = jax.jit(lambda: train.init_loop_state(method, rng, {}), out_shardings=repl)()
+    step = jax.jit(train.make_train_step(method, 0.999), in_shardings=(repl, data, repl),
+                   out_shardings=(repl, repl))
     for _ in range(2):
       state, metrics = step(state, jax.device_put(batch, data), {})
-    results.append((jax.device_get(state.params), float(metrics['loss'])))
+    results.append((jax.device_get(state.method.params), float(metrics['loss'])))
   (p4, l4), (p1, l1) = results
   assert abs(l4 - l1) < 1e-6
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), p4, p1)
 
 
-@pytest.mark.parametrize('field, value, message', [
-    ('data.batch_size', 6, 'must be a positive multiple of the 4 devices'),
-    ('data.train', '/no/such/folder', 'no such file or folder'),
-    ('model.arch', 'RRDBNett', 'unknown'),
-    ('degradation.gt_size', 30, 'multiple of the scale 4'),
-    ('loss.gan_type', 'wgan', 'one of'),
+@pytest.mark.parametrize('recipe, field, value, message', [
+    ('edsr_bicubic_x4', 'data.batch_size', 6, 'must be a positive multiple of the 4 devices'),
+    ('edsr_bicubic_x4', 'data.train', '/no/such/folder', 'no such'),
+    ('edsr_bicubic_x4', 'model.arch', 'RRDBNett', 'unknown'),
+    ('edsr_bicubic_x4', 'degradation.gt_size', 30, 'multiple of the scale 4'),
+    ('edsr_bicubic_x4', 'optim.generator.kind', 'adamx', 'one of'),
+    ('realesrgan_x4plus', 'loss.gan_type', 'wgan', 'one of'),
+    ('realesrnet_x4plus', 'degradation.mode', 'per_batch', 'one of'),
+    ('cmdsr_srresnet_x4', 'cmdsr.schedule', 'alternate', 'one of'),
+    ('cmdsr_srresnet_x4', 'cmdsr.condition', 'oracl', 'one of'),
 ])
-def test_bad_config_names_the_field(tmp_path, field, value, message, smoke_config):
-  with pytest.raises(config_lib.ConfigError, match=f'config.{field} = .*{message}'):
-    train.train_and_evaluate(smoke_config(**{field: value}), str(tmp_path))
+def test_bad_config_names_the_field(tmp_path, recipe, field, value, message, smoke_config):
+  with pytest.raises(config_lib.ConfigError, match=f'config.{field}.* = .*{message}'):
+    train.train_and_evaluate(smoke_config(recipe, **{field: value}), str(tmp_path))
+
+
+def test_a_wrong_method_field_is_one_line_not_a_traceback(tmp_path):
+  code, out = run_main(tmp_path, '--config.cmdsr.schedule=alternate',
+                       config='configs/cmdsr_srresnet_x4.py:smoke')
+  assert code == 2, out
+  assert "error: config.cmdsr.schedule = 'alternate': one of ('alternating', 'joint')" in out
+  assert 'Traceback' not in out
 
 
 def test_perceptual_loss_without_vgg_weights_says_what_to_get(tmp_path, smoke_config):
-  config = smoke_config(**{'loss.perceptual_weight': 1.0})
+  config = smoke_config('realesrgan_x4plus', **{'loss.allow_random_vgg': False})
   with pytest.raises(config_lib.ConfigError, match='vgg19-dcbb9e9d.pth'):
     train.train_and_evaluate(config, str(tmp_path))
 
@@ -105,7 +122,7 @@ def test_non_finite_updates_are_skipped_then_stop(tmp_path, smoke_config):
   train.train_and_evaluate(smoke_config(**{'train.num_steps': 4}), str(tmp_path))
   good = checkpoint_params(tmp_path, 4)
   # Resume with a learning rate that overflows float32: every update is non-finite.
-  config = smoke_config(**{'optim.lr': 1e39, 'train.max_consecutive_nonfinite': 2,
+  config = smoke_config(**{'optim.generator.lr': 1e39, 'train.max_consecutive_nonfinite': 2,
                            'train.num_steps': 20})
   with pytest.raises(train.TrainingStopped, match='2 consecutive steps had a non-finite'):
     train.train_and_evaluate(config, str(tmp_path))
@@ -117,7 +134,7 @@ def test_non_finite_updates_are_skipped_then_stop(tmp_path, smoke_config):
 def test_skip_bookkeeping():
   counts = np.zeros(2, np.int32)
   for ok in (True, False, False, True, False):
-    counts = np.asarray(base.count_nonfinite(counts, np.bool_(ok)))
+    counts = np.asarray(train.count_nonfinite(counts, np.bool_(ok)))
   assert counts.tolist() == [3, 1]
 
 
@@ -190,6 +207,6 @@ def test_two_processes_on_localhost(tmp_path):
   assert 'process 1/2, 2 local / 4 global devices' in outs[1]
   assert 'finished at step 6' in outs[1]
   assert (tmp_path / 'model.msgpack').exists()
-  data_states = sorted(n for n in os.listdir(tmp_path / 'checkpoints' / '6' / 'data')
+  data_states = sorted(n for n in os.listdir(tmp_path / 'checkpoints' / '6' / 'data_train')
                        if n.endswith('.json'))
   assert data_states == ['process_0-of-2.json', 'process_1-of-2.json']

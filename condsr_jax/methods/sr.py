@@ -1,116 +1,129 @@
 """Supervised SR with a pixel loss: Real-ESRNet (stage 1 of Real-ESRGAN) and the bicubic baselines.
 
-One jitted step degrades the batch on the device, passes it through the training-pair pool,
-takes an Adam step on the pixel (+ optional edge) loss, updates the EMA generator, and skips
-the whole update when the loss or a gradient is not finite.
+One jitted step degrades the batch on the device (or reads paired LR), passes it through the
+training-pair pool, and takes an optimiser step on the pixel (+ optional edge) loss; the loop
+keeps the EMA generator and skips non-finite updates. BasicSR's `SRModel` step.
 """
 
-from typing import Any
+from typing import Any, Mapping
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
+import optax
 
-from condsr_jax import losses, models
-from condsr_jax.degrade import pool as pool_lib
-from condsr_jax.methods import base
-
-
-@flax.struct.dataclass
-class SRState:
-  step: jax.Array
-  rng: jax.Array  # raw uint32[2] run key
-  params: Any
-  opt_state: Any
-  ema_params: Any
-  nonfinite: jax.Array  # [total skipped updates, consecutive skipped updates]
-  pool: Any
+from condsr_jax.degrade import pipelines
+from condsr_jax.methods import api, common, optimizers, pool as pool_lib
 
 
-class SRMethod:
-  """Generator-only training; subclasses add adversarial terms (see `esrgan.py`)."""
+def pool_config() -> ml_collections.ConfigDict:
+  """Real-ESRGAN's training-pair pool (`queue_size`); `reference`: its exact shuffle."""
+  return ml_collections.ConfigDict({'size': 0, 'reference': False})
+
+
+def validate_pool(config: ml_collections.ConfigDict) -> None:
+  size, batch = config.pool.size, config.data.batch_size
+  common.check(size == 0 or size >= batch, 'pool.size', f'0 or at least the batch size {batch}',
+               size)
+  common.check(not (size and config.pool.reference) or size % batch == 0, 'pool.size',
+               f'the reference pool needs a multiple of the batch size {batch}', size)
+
+
+def init_pool(config: ml_collections.ConfigDict, gt_size: int) -> Any:
+  """An empty pool of (LQ, GT) crops, or {} without one."""
+  if not config.pool.size:
+    return {}
+  s, c = config.scale, config.data.channels
+  return pool_lib.init_pool(config.pool.size, {
+      'lq': jnp.zeros((1, gt_size // s, gt_size // s, c)),
+      'gt': jnp.zeros((1, gt_size, gt_size, c))})
+
+
+def exchange(config: ml_collections.ConfigDict, pool: Any, pair: dict[str, jax.Array],
+             key: jax.Array) -> tuple[Any, dict[str, jax.Array]]:
+  """This step's pair after the pool (unchanged without one)."""
+  if not config.pool.size:
+    return pool, pair
+  return pool_lib.exchange(pool, pair, key, reference=config.pool.reference)
+
+
+@api.register('sr')
+class SRMethod(api.MethodBase):
+  """One generator trained with pixel losses on synthesised or paired LR."""
+
+  key_metric = api.KeyMetric('val/psnr')
+
+  @classmethod
+  def default_config(cls) -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.model = common.network_config('RRDBNet', num_feat=64, num_block=23, num_grow_ch=32)
+    c.degradation = pipelines.default_config('bicubic', 4)
+    c.pool = pool_config()
+    c.loss = common.pixel_loss_config()
+    c.optim = ml_collections.ConfigDict({'generator': optimizers.optimizer_config(2e-4)})
+    c.init = ml_collections.ConfigDict({'generator': ''})
+    return c
+
+  @classmethod
+  def validate(cls, config: ml_collections.ConfigDict) -> None:
+    common.validate_network(config.model, 'model')
+    common.validate_degradation(config)
+    validate_pool(config)
+    common.validate_pixel_loss(config.loss)
 
   def __init__(self, config: ml_collections.ConfigDict):
-    self.config = config
-    self.spec = base.generator_spec(config)
+    super().__init__(config)
+    self.spec = common.generator_spec(config)
     self.net = self.spec.build(dtype=jnp.dtype(config.model.dtype))
-    self.degradation = base.make_degradation(config)
-    self.tx = base.adam(config.optim)
+    self.degradation = common.make_degradation(config)
+    self.tx = optimizers.build(config.optim.generator)
 
-  def param_sampler(self):
-    return self.degradation.param_sampler()
+  def streams(self):
+    return {'train': common.pair_stream(self.config, self.degradation)}
 
-  def constants(self) -> dict[str, Any]:
-    return {}
+  def networks(self):
+    return {'generator': self.spec}
 
-  def example_lq(self) -> jax.Array:
-    size = self.config.degradation.gt_size // self.config.scale
-    return jnp.zeros((1, size, size, self.config.data.channels), jnp.float32)
+  def init_state(self, key: jax.Array, initial: Mapping[str, Any]) -> api.TrainState:
+    gt = self.config.degradation.gt_size
+    if 'generator' in initial:
+      params = initial['generator']['params']
+    else:
+      lq = jnp.zeros((1, gt // self.config.scale, gt // self.config.scale,
+                            self.config.data.channels))
+      params = self.net.init(key, lq)['params']
+    return api.TrainState(params={'generator': params}, opt={'generator': self.tx.init(params)},
+                          extra={'pool': init_pool(self.config, gt)})
 
-  def init_state(self, rng: jax.Array, init_params: Any = None) -> SRState:
-    key = jax.random.wrap_key_data(rng)
-    params = init_params
-    if params is None:
-      params = self.net.init(jax.random.fold_in(key, 1), self.example_lq())['params']
-    return SRState(step=jnp.zeros((), jnp.int32), rng=rng, params=params,
-                   opt_state=self.tx.init(params), ema_params=params,
-                   nonfinite=jnp.zeros((2,), jnp.int32), pool=self._init_pool())
+  def pixel_target(self, pair: dict[str, jax.Array]) -> jax.Array:
+    """The L1 target: the USM-sharpened crop when `loss.pixel_target == 'usm'` (Real-ESRNet)."""
+    return pair['gt_usm'] if self.config.loss.pixel_target == 'usm' else pair['gt']
 
-  def _init_pool(self) -> Any:
-    size = self.config.degradation.pool_size
-    if not size:
-      return {}
-    g, s, c = self.config.degradation.gt_size, self.config.scale, self.config.data.channels
-    return pool_lib.init_pool(size, {'lq': jnp.zeros((1, g // s, g // s, c)),
-                                     'gt': jnp.zeros((1, g, g, c))})
+  def train_step(self, state: api.TrainState, batch: api.Batch, ctx: api.StepContext
+                 ) -> tuple[api.TrainState, api.Metrics, jax.Array]:
+    k_deg, k_pool = jax.random.split(ctx.key)
+    pair = common.training_pair(self.degradation, batch['train'], k_deg)
+    pool, pair = exchange(self.config, state.extra['pool'],
+                          {'lq': pair['lq'], 'gt': self.pixel_target(pair)}, k_pool)
+    params = state.params['generator']
 
-  def training_pair(self, state: SRState, batch: dict[str, jax.Array], key: jax.Array
-                    ) -> tuple[Any, dict[str, jax.Array]]:
-    """Degrades the batch and exchanges it with the pool; returns (new pool, {'lq', 'gt'}).
+    def loss_fn(p):
+      terms = common.pixel_losses(self.config.loss, self.net.apply({'params': p}, pair['lq']),
+                                  pair['gt'])
+      return sum(terms.values()), terms
 
-    `gt` is the pixel-loss target: the USM-sharpened crop when `loss.pixel_target == 'usm'`
-    (Real-ESRNet), the plain crop otherwise.
-    """
-    k_deg, k_pool = jax.random.split(key)
-    pair = self.degradation(batch, k_deg)
-    gt = pair['gt_usm'] if self.config.loss.pixel_target == 'usm' else pair['gt']
-    pair = {'lq': pair['lq'], 'gt': gt}
-    if not self.config.degradation.pool_size:
-      return state.pool, pair
-    return pool_lib.exchange(state.pool, pair, k_pool)
+    (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt = self.tx.update(grads, state.opt['generator'], params)
+    params = optax.apply_updates(params, updates)
+    new = state.replace(params={'generator': params}, opt={'generator': opt},
+                        extra={'pool': pool})
+    return new, {'loss': loss, **terms}, api.all_finite(loss, grads, params)
 
-  def generator_loss(self, params: Any, lq: jax.Array, target: jax.Array
-                     ) -> tuple[jax.Array, tuple[jax.Array, dict[str, jax.Array]]]:
-    sr = self.net.apply({'params': params}, lq)
-    terms = base.pixel_losses(self.config.loss, sr, target)
-    return sum(terms.values()), (sr, terms)
+  def ema_params(self, state: api.TrainState) -> Any:
+    return state.params['generator']
 
-  def train_step(self, state: SRState, batch: dict[str, jax.Array],
-                 consts: dict[str, Any] | None = None) -> tuple[SRState, dict[str, jax.Array]]:
-    del consts
-    key = base.step_key(state.rng, state.step)
-    pool, pair = self.training_pair(state, batch, jax.random.fold_in(key, 0))
-    grad_fn = jax.value_and_grad(self.generator_loss, has_aux=True)
-    (loss, (_, terms)), grads = grad_fn(state.params, pair['lq'], pair['gt'])
-    updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
-    params = base.apply_updates(state.params, updates)
-    ok = base.all_finite(loss, grads, params)
-    new = state.replace(params=params, opt_state=opt_state, pool=pool,
-                        ema_params=base.ema_update(state.ema_params, params,
-                                                   self.config.train.ema_decay))
-    new = base.keep_if_finite(ok, new, state)
-    new = new.replace(step=state.step + 1, nonfinite=base.count_nonfinite(state.nonfinite, ok))
-    return new, {'loss': loss, **terms, 'skipped': 1.0 - ok.astype(jnp.float32)}
+  def exports(self, state: api.TrainState, ema: Any) -> dict[str, api.Product]:
+    return {'generator': api.Product(self.spec, {'params': ema})}
 
-  def inference_params(self, state: SRState) -> Any:
-    return state.ema_params
-
-  def super_resolve(self, params: Any, lq: jax.Array) -> jax.Array:
-    return self.net.apply({'params': params}, lq)
-
-  def export(self, state: SRState) -> tuple[models.ModelSpec, dict[str, Any]]:
-    """The EMA generator as (spec, variables) for a model file."""
-    params = jax.device_get(self.inference_params(state))
-    return self.spec, {'params': jax.tree.map(np.asarray, params)}
+  def evaluators(self) -> dict[str, api.Evaluator]:
+    return common.sr_validation(self.config, self.degradation)

@@ -1,0 +1,205 @@
+"""Pieces several methods build from config: network specs, the training stream, pixel and
+perceptual losses."""
+
+import os
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from condsr_jax import config as config_lib
+from condsr_jax import losses, models
+from condsr_jax import nn as cnn
+from condsr_jax.data import streams
+
+check = config_lib.check
+
+
+def network_config(arch: str, dtype: str = 'float32', **kwargs) -> ml_collections.ConfigDict:
+  """A network section: architecture name, constructor arguments, compute dtype."""
+  return ml_collections.ConfigDict({'arch': arch, 'kwargs': kwargs, 'dtype': dtype})
+
+
+def validate_network(section: ml_collections.ConfigDict, field: str) -> None:
+  check(section.arch in cnn.ARCHITECTURES, f'{field}.arch',
+        f'unknown; known: {sorted(cnn.ARCHITECTURES)}', section.arch)
+  check(section.dtype in ('float32', 'bfloat16'), f'{field}.dtype', 'float32 or bfloat16',
+        section.dtype)
+  module = cnn.ARCHITECTURES[section.arch].module
+  unknown = sorted(set(section.kwargs) - set(module.__dataclass_fields__))
+  check(not unknown, f'{field}.kwargs', f'{section.arch} has no arguments {unknown}',
+        dict(section.kwargs))
+
+
+def generator_spec(config: ml_collections.ConfigDict, section: str = 'model') -> models.ModelSpec:
+  """An SR network's spec: `config.SECTION.kwargs` plus the run's scale and channel count."""
+  net = config[section]
+  arch = cnn.ARCHITECTURES[net.arch]
+  kwargs = dict(net.kwargs)
+  if arch.scale_arg:
+    kwargs[arch.scale_arg] = config.scale
+  for name in ('num_in_ch', 'num_out_ch'):
+    if name in arch.module.__dataclass_fields__:
+      kwargs.setdefault(name, config.data.channels)
+  return models.ModelSpec(net.arch, kwargs)
+
+
+def train_stream(config: ml_collections.ConfigDict, *, crop_size: int,
+                 arrays: tuple[tuple[str, int], ...] = (('gt', 1),),
+                 param_sampler: streams.ParamSampler | None = None) -> streams.StreamSpec:
+  """The stream of `config.data.train` with the shared `config.data` options."""
+  d = config.data
+  return streams.StreamSpec(
+      source=d.train, field='data.train', batch_size=d.batch_size, crop_size=crop_size,
+      arrays=arrays, root=d.root, channels=d.channels, hflip=d.hflip, vflip=d.vflip,
+      rot90=d.rot90, on_bad_image=d.on_bad_image, validate_files=d.validate_files,
+      num_workers=d.num_workers, param_sampler=param_sampler)
+
+
+def pixel_loss_config() -> ml_collections.ConfigDict:
+  """Pixel and edge loss weights (terms with weight 0 are left out)."""
+  return ml_collections.ConfigDict({
+      'pixel_weight': 1.0,
+      'pixel_criterion': 'l1',  # l1 | l2
+      'pixel_target': 'gt',  # gt | usm (Real-ESRGAN sharpens its L1 / perceptual targets)
+      'edge_sobel_weight': 0.0,
+      'edge_canny_weight': 0.0,
+  })
+
+
+def validate_pixel_loss(loss: ml_collections.ConfigDict) -> None:
+  check(loss.pixel_criterion in ('l1', 'l2'), 'loss.pixel_criterion', "'l1' or 'l2'",
+        loss.pixel_criterion)
+  check(loss.pixel_target in ('gt', 'usm'), 'loss.pixel_target', "'gt' or 'usm'",
+        loss.pixel_target)
+  for field in ('pixel_weight', 'edge_sobel_weight', 'edge_canny_weight'):
+    check(loss[field] >= 0, f'loss.{field}', 'must be >= 0', loss[field])
+
+
+def pixel_losses(loss: ml_collections.ConfigDict, sr: jax.Array, target: jax.Array
+                 ) -> dict[str, jax.Array]:
+  """Weighted pixel and edge terms (the terms with zero weight are left out)."""
+  pixel = losses.l1_loss if loss.pixel_criterion == 'l1' else losses.mse_loss
+  terms = {'l_pix': loss.pixel_weight * pixel(sr, target)}
+  if loss.edge_sobel_weight:
+    terms['l_sobel'] = loss.edge_sobel_weight * losses.sobel_edge_loss(sr, target)
+  if loss.edge_canny_weight:
+    terms['l_canny'] = loss.edge_canny_weight * losses.canny_edge_loss(sr, target)
+  return terms
+
+
+VGG19_WEIGHTS_HINT = ('the perceptual loss needs torchvision VGG19 weights: download '
+                      'vgg19-dcbb9e9d.pth (https://download.pytorch.org/models/vgg19-dcbb9e9d.pth) '
+                      'and set --config.loss.vgg_weights=/path/to/vgg19-dcbb9e9d.pth')
+
+
+def perceptual_loss_config() -> ml_collections.ConfigDict:
+  """BasicSR's `PerceptualLoss` over VGG19 features (pre-ReLU, ImageNet-normalised input)."""
+  return ml_collections.ConfigDict({
+      'perceptual_weight': 0.0,
+      'perceptual_target': 'gt',  # gt | usm
+      'perceptual_layers': {'conv1_2': 0.1, 'conv2_2': 0.1, 'conv3_4': 1.0, 'conv4_4': 1.0,
+                            'conv5_4': 1.0},
+      'vgg_weights': '',  # torchvision vgg19 .pth (vgg19-dcbb9e9d.pth)
+      'vgg_widths': [64, 128, 256, 512, 512],  # the random-feature VGG of `allow_random_vgg`
+      'allow_random_vgg': False,  # perceptual loss on random features (smoke runs, tests)
+  })
+
+
+def validate_perceptual_loss(loss: ml_collections.ConfigDict) -> None:
+  from condsr_jax.nn import vgg  # pylint: disable=g-import-not-at-top
+  check(loss.perceptual_weight >= 0, 'loss.perceptual_weight', 'must be >= 0',
+        loss.perceptual_weight)
+  check(loss.perceptual_target in ('gt', 'usm'), 'loss.perceptual_target', "'gt' or 'usm'",
+        loss.perceptual_target)
+  if loss.perceptual_weight > 0:
+    bad = [k for k in loss.perceptual_layers if k not in vgg.VGG19_LAYER_NAMES]
+    check(not bad, 'loss.perceptual_layers', f'unknown VGG19 layers {bad}', bad)
+    check(bool(loss.vgg_weights) or loss.allow_random_vgg, 'loss.vgg_weights', VGG19_WEIGHTS_HINT,
+          loss.vgg_weights)
+    check(not loss.vgg_weights or os.path.isfile(loss.vgg_weights), 'loss.vgg_weights',
+          f'no such file; {VGG19_WEIGHTS_HINT}', loss.vgg_weights)
+
+
+def load_vgg(loss: ml_collections.ConfigDict) -> tuple[Any, Any]:
+  """(VGG19 feature module, its variables) for `loss.perceptual_layers`: torchvision weights
+  from `loss.vgg_weights`, or random features when `loss.allow_random_vgg`."""
+  from condsr_jax import convert  # pylint: disable=g-import-not-at-top
+  layers = tuple(loss.perceptual_layers)
+  if loss.vgg_weights:
+    spec, variables = convert.convert_file(loss.vgg_weights, arch='VGG19Features',
+                                           overrides={'layer_names': layers})
+    return spec.build(), variables
+  module = cnn.ARCHITECTURES['VGG19Features'].module(layer_names=layers,
+                                                      widths=tuple(loss.vgg_widths))
+  return module, jax.jit(module.init)(jax.random.key(12345), jnp.zeros((1, 32, 32, 3)))
+
+
+def perceptual_term(loss: ml_collections.ConfigDict, module: Any, variables: Any
+                    ) -> Callable[[jax.Array, jax.Array], jax.Array]:
+  """`(output, target) -> perceptual_weight x PerceptualLoss` with the given VGG19 features."""
+  features = lambda im: module.apply(variables, im)  # pylint: disable=unnecessary-lambda-assignment
+  layer_weights = dict(loss.perceptual_layers)
+
+  def term(out: jax.Array, target: jax.Array) -> jax.Array:
+    percep, _ = losses.perceptual_loss(features, out, target, layer_weights)
+    return loss.perceptual_weight * percep
+  return term
+
+
+# A degradation kind of the pixel methods: the LR comes from the data (an aligned `gt/` + `lq/`
+# folder, BasicSR's PairedImageDataset) instead of being synthesised.
+PAIRED = 'paired'
+
+
+def paired_config(gt_size: int = 128) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict({'kind': PAIRED, 'gt_size': gt_size})
+
+
+def validate_degradation(config: ml_collections.ConfigDict) -> None:
+  """`config.degradation`: a synthesising kind (`degrade.pipelines`) or 'paired' data."""
+  from condsr_jax.degrade import pipelines  # pylint: disable=g-import-not-at-top
+  g = config.degradation
+  if g.kind != PAIRED:
+    check(g.kind in pipelines.KINDS, 'degradation.kind', f'one of {(*pipelines.KINDS, PAIRED)}',
+          g.kind)
+    pipelines.validate(g, config.scale)
+    return
+  check(g.gt_size > 0 and g.gt_size % config.scale == 0, 'degradation.gt_size',
+        f'must be a positive multiple of the scale {config.scale}', g.gt_size)
+
+
+def make_degradation(config: ml_collections.ConfigDict) -> Any:
+  """The on-device degradation of `config.degradation`, or None for paired data."""
+  from condsr_jax.degrade import pipelines  # pylint: disable=g-import-not-at-top
+  if config.degradation.kind == PAIRED:
+    return None
+  return pipelines.make(config.degradation, config.scale)
+
+
+def pair_stream(config: ml_collections.ConfigDict, degradation: Any) -> streams.StreamSpec:
+  """The training stream of a pixel method: GT canvases plus the degradation's per-element
+  draws, or aligned GT + LQ crops of paired data."""
+  if degradation is None:
+    return train_stream(config, crop_size=config.degradation.gt_size,
+                        arrays=(('gt', 1), ('lq', config.scale)))
+  return train_stream(config, crop_size=degradation.canvas,
+                      param_sampler=degradation.param_sampler())
+
+
+def sr_validation(config: ml_collections.ConfigDict, degradation: Any = None
+                  ) -> dict[str, Any]:
+  """{'val': PSNR/SSIM of the 'generator' product against bicubic} when `eval.val` is set."""
+  from condsr_jax import evaluate  # pylint: disable=g-import-not-at-top
+  if not config.eval.val:
+    return {}
+  return {'val': evaluate.SRValidation.from_config(config.eval, config.scale,
+                                                   config.data.channels, degradation)}
+
+
+def training_pair(degradation: Any, batch: Any, key: jax.Array) -> dict[str, jax.Array]:
+  """{'lq', 'gt', ['gt_usm']} of one training stream batch: synthesised, or as read."""
+  if degradation is None:
+    return {'lq': batch['lq'], 'gt': batch['gt']}
+  return degradation(batch, key)
