@@ -86,8 +86,7 @@ def degrade_fn(deg):
 
 def test_default_config_has_the_reference_values():
   c = realesrgan.default_config(4)
-  assert (c.kind, c.gt_size, c.crop_pad, c.pool_size, c.mode) == (
-      'realesrgan', 256, 400, 180, 'per_sample')
+  assert (c.kind, c.gt_size, c.crop_pad, c.mode) == ('realesrgan', 256, 400, 'per_sample')
   assert tuple(c.resize_prob) == (0.2, 0.7, 0.1) and tuple(c.resize_range) == (0.15, 1.5)
   assert tuple(c.resize_prob2) == (0.3, 0.4, 0.3) and tuple(c.resize_range2) == (0.3, 1.2)
   assert tuple(c.blur_sigma) == (0.2, 3.0) and tuple(c.blur_sigma2) == (0.2, 1.5)

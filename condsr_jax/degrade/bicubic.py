@@ -18,8 +18,7 @@ def default_config(scale: int = 4) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.kind = 'bicubic'
   c.gt_size = 48 * scale
-  c.crop_pad = 48 * scale  # GT canvas the patches come from (the data config's crop_size)
-  c.pool_size = 0
+  c.crop_pad = 48 * scale  # GT canvas the patches come from (the training stream's crop)
   return c
 
 

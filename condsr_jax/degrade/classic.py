@@ -41,8 +41,7 @@ def default_config(scale: int = 4, reference: str = 'cmdsr') -> ml_collections.C
   c = ml_collections.ConfigDict()
   c.kind = 'classic'
   c.reference = reference
-  c.crop_pad = 400 // scale * scale  # GT canvas crops come from (the data config's crop_size)
-  c.pool_size = 0
+  c.crop_pad = 400 // scale * scale  # GT canvas crops come from (the training stream's crop)
   c.rotation_range = (0.0, math.pi)  # anisotropic kernel angle
   c.aniso_range = (0.2, 4.0)  # anisotropic std-devs (DASR lambda_min, lambda_max)
   c.jpeg_range = (30, 80)  # integer qualities, both ends included

@@ -82,14 +82,12 @@ def validate(config: ml_collections.ConfigDict, scale: int, field: str = 'degrad
 
 
 def check_sizes(config: ml_collections.ConfigDict, scale: int, field: str) -> None:
-  """The checks of the fields every kind has: gt_size, crop_pad and pool_size."""
+  """The checks of the fields every kind has: gt_size and crop_pad."""
   config_lib.check(config.gt_size > 0 and config.gt_size % scale == 0, f'{field}.gt_size',
                    f'must be a positive multiple of the scale {scale}', config.gt_size)
   config_lib.check(config.crop_pad % scale == 0 and config.crop_pad >= config.gt_size,
                    f'{field}.crop_pad', f'must be a multiple of the scale {scale} and at least '
                    f'gt_size ({config.gt_size})', config.crop_pad)
-  config_lib.check(config.pool_size >= 0, f'{field}.pool_size', 'must be >= 0 (0: no pool)',
-                   config.pool_size)
 
 
 def gt_canvas(batch: Batch, size: int) -> jax.Array:
@@ -97,7 +95,7 @@ def gt_canvas(batch: Batch, size: int) -> jax.Array:
   gt = jnp.asarray(batch['gt'], jnp.float32)
   if gt.shape[1:3] != (size, size):
     raise ValueError(f'GT batch of {gt.shape[1]}x{gt.shape[2]} images; degradation.crop_pad '
-                     f'is {size} (set data.crop_size to it)')
+                     f'is {size} (the stream must crop the GT to it)')
   return gt
 
 

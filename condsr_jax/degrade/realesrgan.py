@@ -44,8 +44,9 @@ BATCH_LEVEL = ('resize1/choice', 'resize1/scale', 'resize1/size', 'resize1/mode'
 def default_config(scale: int = 4) -> ml_collections.ConfigDict:
   """Real-ESRGAN's degradation settings (`train_realesrnet_x4plus.yml`, identical for x2).
 
-  Field names follow the reference's options (`queue_size` is `pool_size`); `crop_pad` is the
-  GT canvas the pipeline reads (the dataset's `crop_pad_size`, the data config's `crop_size`).
+  Field names follow the reference's options; `crop_pad` is the GT canvas the pipeline reads
+  (the dataset's `crop_pad_size`). The reference's `queue_size` is the training method's
+  `pool.size`.
   For a scale that does not divide them (x3), crop_pad and gt_size round down to multiples.
   """
   c = ml_collections.ConfigDict()
@@ -53,7 +54,6 @@ def default_config(scale: int = 4) -> ml_collections.ConfigDict:
   c.mode = 'per_sample'  # per_sample | reference (per-batch choices, as the PyTorch code)
   c.gt_size = 256 // scale * scale
   c.crop_pad = 400 // scale * scale
-  c.pool_size = 180
   c.kernel_range = (7, 9, 11, 13, 15, 17, 19, 21)
   c.kernel_pad = 21  # kernels are built on (zero-padded to) this canvas
   c.usm_weight = 0.5

@@ -48,7 +48,6 @@ def default_config(kind: str = 'classic', scale: int = 4, layout: str = 'cmdsr'
     c = classic.default_config(scale, 'cmdsr' if layout == 'cmdsr' else 'dasr')
   else:
     c = pipelines.default_config(kind, scale)
-    c.pool_size = 0
   c.tasks = ml_collections.ConfigDict()
   if layout == 'cmdsr':
     c.tasks.crops = ((192 // scale, 40),)
