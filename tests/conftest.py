@@ -62,6 +62,20 @@ def torch_state_dict(variables) -> dict[str, np.ndarray]:
   return sd
 
 
+def evaluate_command_psnr(capsys, config, workdir) -> str:
+  """The mean PSNR that `condsr-jax evaluate` prints for the model a run of `config` exported
+  into `workdir`, on the run's validation images, grid and measuring convention ('%.3f')."""
+  from condsr_jax import cli  # pylint: disable=g-import-not-at-top
+  e = config.eval
+  capsys.readouterr()
+  args = ['evaluate', e.val, '-m', str(workdir), '--grid', e.grid, '--max-images',
+          str(e.max_images), '--crop-border', str(e.crop_border)] + (
+              ['--y-channel'] if e.y_channel else [])
+  assert cli.main(args) == 0
+  mean = [line for line in capsys.readouterr().out.splitlines() if line.startswith('mean ')]
+  return re.search(r'PSNR +([-\d.]+) dB', mean[0]).group(1)
+
+
 def pytest_configure(config):
   del config
   flags.FLAGS.mark_as_parsed()

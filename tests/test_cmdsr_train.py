@@ -9,16 +9,20 @@ import numpy as np
 import pytest
 
 from condsr_jax import cli, convert, images, methods, models, train
+from conftest import evaluate_command_psnr
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize('name', ['cmdsr_srresnet_x4', 'cmdsr_rrdb_x4'])
-def test_recipe_trains_resumes_exports_and_upscales(tmp_path, name, smoke_config):
+def test_recipe_trains_resumes_exports_and_upscales(tmp_path, name, smoke_config, capsys):
   workdir = tmp_path / 'run'
   train.train_and_evaluate(smoke_config(name, **{'train.num_steps': 4}), str(workdir))
   summary = train.train_and_evaluate(smoke_config(name), str(workdir))  # resumes 4 -> 6
   assert np.isfinite(summary.metrics['val/psnr'])
+  # Validation conditions the generator as `condsr-jax evaluate` does: the same PSNR.
+  psnr = evaluate_command_psnr(capsys, smoke_config(name), workdir)
+  assert psnr == f'{summary.metrics["val/psnr"]:.3f}'
   spec, _, _ = models.load_model_file(workdir / 'model.msgpack')
   assert spec.kwargs['support_patch'] == 8 and not spec.kwargs['blind']
   out = tmp_path / 'out'

@@ -14,6 +14,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from condsr_jax import config as config_lib, methods, models, train
+from conftest import evaluate_command_psnr
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SMOKE = 'configs/edsr_bicubic_x4.py:smoke'
@@ -38,8 +39,9 @@ def run_main(workdir, *flags, config=SMOKE, env=None, wait=True):
   return proc.returncode, out
 
 
-def test_smoke_run_checkpoints_evaluates_and_exports(tmp_path, smoke_config):
-  summary = train.train_and_evaluate(smoke_config(**{'train.keep_checkpoints': 2}), str(tmp_path))
+def test_smoke_run_checkpoints_evaluates_and_exports(tmp_path, smoke_config, capsys):
+  config = smoke_config(**{'train.keep_checkpoints': 2})
+  summary = train.train_and_evaluate(config, str(tmp_path))
   assert {'val/psnr', 'val/ssim', 'val/psnr_bicubic'} <= set(summary.metrics)
   assert 'bicubic' in summary.reports[0]
   names = set(os.listdir(tmp_path))
@@ -50,6 +52,8 @@ def test_smoke_run_checkpoints_evaluates_and_exports(tmp_path, smoke_config):
   assert items - {'commit_success.txt'} == {'data_train', 'state'}
   spec, _, meta = models.load_model_file(tmp_path / 'model.msgpack')
   assert spec.arch == 'EDSR' and meta['step'] == 6 and meta['product'] == 'generator'
+  # The run's last validation and `condsr-jax evaluate` on its export give the same number.
+  assert evaluate_command_psnr(capsys, config, tmp_path) == f'{summary.metrics["val/psnr"]:.3f}'
 
 
 def test_resume_is_exact(tmp_path, smoke_config):
