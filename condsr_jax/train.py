@@ -285,7 +285,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Summa
         stop_now = at_log and bool(multihost_utils.process_allgather(np.array(stop_now)).any())
       if at_log or stop_now:
         scalars = {f'train/{k}': float(v) for k, v in acc.compute().items()}
-        total_skipped, consecutive = (int(x) for x in np.asarray(state.nonfinite.addressable_data(0)))
+        total_skipped, consecutive = (int(x) for x in host_copy(state.nonfinite))
         rate = steps_log / (time.perf_counter() - t_log)
         scalars.update({'train/steps_per_sec': rate, 'train/skipped_total': total_skipped,
                         'train/bad_images': bad_images})
@@ -299,9 +299,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Summa
         if consecutive >= config.train.max_consecutive_nonfinite:
           ckpt.close()
           raise TrainingStopped(
-              f'{consecutive} consecutive steps had a non-finite loss or gradient (last at step '
-              f'{step}); updates were skipped, so the checkpoints in {ckpt.directory} hold the last '
-              'good weights. Lower the learning rate or check the data, then re-run to resume.')
+              f'{consecutive} consecutive steps had a non-finite loss or gradient (last at '
+              f'step {step}); updates were skipped, so the checkpoints in {ckpt.directory} hold '
+              'the last good weights. Lower the learning rate or check the data, then re-run to '
+              'resume.')
 
       if evaluation.evaluators and (
           (config.eval.every and step % config.eval.every == 0) or step == num_steps):

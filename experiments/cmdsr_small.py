@@ -9,7 +9,8 @@ Trains, at equal steps and with the same modulated SRResNet BaseNet (x2, 32 feat
   oracle          the condition from an MLP of the true (sigma, noise): the upper bound
 on CMDSR's classic degradation (isotropic Gaussian blur sigma in [0.2, 2.0], Gaussian noise level
 0..25, bicubic x2), then measures PSNR on the held-out demo images over a sigma x noise grid
-(support: crops of the test LR itself, as CMDSR's test protocol), plus a support-size sweep of
+(the exported generator conditions itself from crops of the test LR, `condition_from_lr`, as
+`condsr-jax upscale` does and as CMDSR's test protocol), plus a support-size sweep of
 CMDSR (n = 1, 2, 4, 8) and the held-out condition distances d_in / d_cross. Writes a Markdown
 section to --out (replacing an earlier one).
 """
@@ -22,18 +23,19 @@ import time
 
 os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
                       os.path.join(tempfile.gettempdir(), 'condsr_jax_experiments_xla'))
-from absl import flags  # pylint: disable=g-import-not-at-top
+# pylint: disable=g-import-not-at-top
+from absl import flags
 flags.FLAGS.mark_as_parsed()  # grain reads absl flags
 
-import jax  # pylint: disable=g-import-not-at-top
-import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-import ml_collections  # pylint: disable=g-import-not-at-top
-import numpy as np  # pylint: disable=g-import-not-at-top
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
 
-from condsr_jax import config as config_lib, images, metrics, methods, models, train  # pylint: disable=g-import-not-at-top
-from condsr_jax import evaluate as evaluate_lib  # pylint: disable=g-import-not-at-top
-from condsr_jax.degrade import realesrgan, sampling, tasks  # pylint: disable=g-import-not-at-top
-from condsr_jax.nn import cmdsr as cmdsr_nn  # pylint: disable=g-import-not-at-top
+from condsr_jax import config as config_lib, images, inference, metrics, methods, models
+from condsr_jax import evaluate as evaluate_lib, train, xla_flags
+from condsr_jax.degrade import records, sampling, tasks
+from condsr_jax.methods import cmdsr as cmdsr_method
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCALE, PATCH, CROP_PAD, EVAL_HR = 2, 16, 96, 128
@@ -49,8 +51,8 @@ SECTION = '## CMDSR at small scale (experiments/cmdsr_small.py)'
 
 
 def make_config(seed: int, steps: int, n: int, overrides: dict) -> ml_collections.ConfigDict:
-  c = config_lib.default_config()
-  c.method, c.scale, c.seed = 'cmdsr', SCALE, seed
+  c = config_lib.default_config('cmdsr')
+  c.scale, c.seed = SCALE, seed
   c.model.arch = 'CMDSRNet'
   c.model.kwargs = ml_collections.ConfigDict(
       {'num_feat': 32, 'num_block': 4, 'support_size': n, 'cond_feat': 32})
@@ -59,10 +61,9 @@ def make_config(seed: int, steps: int, n: int, overrides: dict) -> ml_collection
   c.degradation.tasks.crops = ((PATCH, 2 * n),)
   c.degradation.gt_size, c.degradation.crop_pad = PATCH * SCALE, CROP_PAD
   c.data.train = os.path.join(REPO, 'data', 'demo', 'train')
-  c.data.crop_size = CROP_PAD
   c.data.batch_size = 4  # tasks
-  c.optim.lr = c.optim_cond.lr = 1e-3
-  c.optim.b2 = c.optim_cond.b2 = 0.999
+  for optim in (c.optim.sr, c.optim.condition):
+    optim.lr, optim.b2 = 1e-3, 0.999
   c.cmdsr.cond_every = 2  # a ConditionNet step every batch: few steps at this scale
   c.train.num_steps = steps
   c.train.log_every = max(steps // 4, 1)
@@ -84,7 +85,7 @@ def eval_tasks(method) -> list[dict]:
                                   EVAL_HR)
     for i, sigma in enumerate(SIGMAS):
       for j, level in enumerate(NOISES):
-        params = realesrgan.prefixed('blur', sampling.kernel_params('iso', 15, sigma))
+        params = records.prefixed('blur', sampling.kernel_params('iso', 15, sigma))
         params.update({'noise/sigma': np.float32(level), 'jpeg/apply': np.bool_(False),
                        'jpeg/quality': np.float32(95)})
         batch = {k: np.asarray(v)[None] for k, v in params.items()}
@@ -96,29 +97,34 @@ def eval_tasks(method) -> list[dict]:
   return out
 
 
-def supports(lq: np.ndarray, n: int, rng: np.random.Generator, count: int = 1) -> jax.Array:
-  """`count` support sets [count, PATCH, PATCH, n*C] of random crops of one LR image."""
-  h, w = lq.shape[:2]
-  sets = []
-  for _ in range(count):
-    crops = [lq[y:y + PATCH, x:x + PATCH] for y, x in zip(rng.integers(0, h - PATCH + 1, n),
-                                                            rng.integers(0, w - PATCH + 1, n))]
-    sets.append(np.stack(crops))
-  return cmdsr_nn.stack_support(jnp.asarray(np.stack(sets)))
+def evaluate(products: dict, n: int, held_out: list[dict], seed: int) -> dict:
+  """PSNR per grid cell (RGB, border = scale) and held-out condition distances.
 
-
-def evaluate(method, params, held_out: list[dict], seed: int) -> dict:
-  """PSNR per grid cell (RGB, border = scale) and held-out condition distances."""
-  rng = np.random.default_rng(seed)
+  The generator conditions itself from its input (`Upscaler`, as `condsr-jax upscale`); an
+  'oracle' product conditions it from the task's true degradation instead. d_in / d_cross
+  compare the conditions of two random support sets of n crops of each task's LR.
+  """
+  spec, variables = products['generator']
+  upscaler = inference.Upscaler(spec, variables)
+  net, rng = upscaler.module, np.random.default_rng(seed)
   psnr, conds = {}, []
   for t in held_out:
-    record = {k: jnp.asarray(v) for k, v in t['record'].items()}
-    sup = supports(t['lq'], method.n, rng, 2)
-    cond = method.condition(params, sup, {k: jnp.repeat(v, 2) for k, v in record.items()})
-    conds.append(np.asarray(cond))
-    sr = method.super_resolve_conditioned(params, jnp.asarray(t['lq'])[None], cond[:1])
-    psnr[(t['sigma'], t['noise'])] = psnr.get((t['sigma'], t['noise']), []) + [
-        metrics.psnr(np.clip(np.asarray(sr)[0], 0, 1) * 255, t['hr'] * 255, SCALE)]
+    if 'oracle' in products:
+      o_spec, o_vars = products['oracle']
+      cond = o_spec.build().apply(o_vars, cmdsr_method.oracle_features(t['record']))
+      sr = np.asarray(net.apply(variables, jnp.asarray(t['lq'])[None], cond,
+                                method='upscale'))[0]
+      conds.append(np.concatenate([cond, cond]))
+    else:
+      sr = upscaler.upscale_float(t['lq'])
+      h, w = t['lq'].shape[:2]
+      tops, lefts = rng.integers(0, h - PATCH + 1, (2, n)), rng.integers(0, w - PATCH + 1, (2, n))
+      sets = np.stack([np.stack([t['lq'][y:y + PATCH, x:x + PATCH] for y, x in zip(ys, xs)])
+                       for ys, xs in zip(tops, lefts)])
+      conds.append(np.asarray(net.apply(variables, jnp.asarray(sets),
+                                        method='condition_from_support')))
+    psnr.setdefault((t['sigma'], t['noise']), []).append(
+        metrics.psnr(np.clip(sr, 0, 1) * 255, t['hr'] * 255, SCALE))
   c = np.stack(conds)  # [tasks, 2, D]: two support sets of each held-out task
   d_in = np.mean(np.abs(c[:, 0] - c[:, 1]))
   d_cross = np.mean(np.abs(c[:, 0] - np.roll(c[:, 1], 1, axis=0)))
@@ -131,11 +137,14 @@ def run(variant: str, seed: int, steps: int, n: int, held_out_cache: dict) -> di
   with tempfile.TemporaryDirectory() as workdir:
     t0 = time.time()
     train.train_and_evaluate(config, workdir)
-    _, variables, _ = models.load_model_file(os.path.join(workdir, 'model.msgpack'))
-  method = methods.build(config)
+    products = {}
+    for name in ('generator', 'oracle'):
+      path = os.path.join(workdir, 'model.msgpack' if name == 'generator' else f'{name}.msgpack')
+      if os.path.exists(path):
+        products[name] = models.load_model_file(path)[:2]
   if n not in held_out_cache:
-    held_out_cache[n] = eval_tasks(method)
-  result = evaluate(method, variables['params'], held_out_cache[n], seed)
+    held_out_cache[n] = eval_tasks(methods.build(config))
+  result = evaluate(products, n, held_out_cache[n], seed)
   result['seconds'] = time.time() - t0
   mean = np.mean(list(result['cells'].values()))
   print(f'{variant:13s} n={n} seed={seed}: mean PSNR {mean:.3f} dB  d_in {result["d_in"]:.4f} '
@@ -185,8 +194,8 @@ def report(results: dict, sweep: dict, bicubic: dict, args, elapsed: float) -> s
   lines += ['', '| variant | held-out d_in | held-out d_cross | seconds (train + evaluation) |',
             '|---|---|---|---|']
   for variant, runs in results.items():
-    lines.append(f'| {variant} | {_ms([r["d_in"] for r in runs], 4)} | '
-                 f'{_ms([r["d_cross"] for r in runs], 4)} | {_ms([r["seconds"] for r in runs], 0)} |')
+    d_in, d_cross = _ms([r['d_in'] for r in runs], 4), _ms([r['d_cross'] for r in runs], 4)
+    lines.append(f'| {variant} | {d_in} | {d_cross} | {_ms([r["seconds"] for r in runs], 0)} |')
   gap = means['oracle'] - means['blind']
   closure = (f'{(means["cmdsr"] - means["blind"]) / gap:.2f}' if gap > 0 else
              'undefined: the oracle does not beat the blind BaseNet')
@@ -210,6 +219,7 @@ def write_section(path: str, text: str) -> None:
 
 
 def main():
+  xla_flags.tune_xla_cpu()
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--steps', type=int, default=400)
   parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
