@@ -284,14 +284,16 @@ def test_a_wrong_field_of_a_new_method_is_named(tmp_path):
 # The named optimisers: BasicSR's schedules and torch's update rules.
 
 
-def test_schedules_count_the_optimisers_own_updates():
+def test_schedules_follow_basicsr_iterations():
   def lr(**kwargs) -> optax.Schedule:
     return optimizers.learning_rate(optimizers.optimizer_config(1.0, **kwargs))
 
+  # BasicSR steps its schedulers before each update: milestone m applies from update m - 1 on.
   multistep = lr(milestones=[2, 4], gamma=0.5)
-  assert [float(multistep(t)) for t in range(6)] == [1, 1, 0.5, 0.5, 0.25, 0.25]
+  assert [float(multistep(t)) for t in range(6)] == [1, 0.5, 0.5, 0.25, 0.25, 0.25]
   cosine = lr(schedule='cosine', decay_steps=4, min_lr=0.2)
-  np.testing.assert_allclose([cosine(t) for t in (0, 2, 4, 9)], [1.0, 0.6, 0.2, 0.2], rtol=1e-6)
+  expected = [0.2 + 0.4 * (1 + np.cos(np.pi * i / 4)) for i in (1, 2, 4)] + [0.2]
+  np.testing.assert_allclose([cosine(t) for t in (0, 1, 3, 9)], expected, rtol=1e-6)
   warm = lr(schedule='constant', warmup_steps=4)
   np.testing.assert_allclose([warm(t) for t in range(6)], [0.25, 0.5, 0.75, 1, 1, 1])
 

@@ -37,10 +37,19 @@ def _configure_generator(c, sd):
   return spec
 
 
-def _adam(adam: dict) -> ml_collections.ConfigDict:
+def _adam(adam: dict, meta: dict, rates: list[float]) -> ml_collections.ConfigDict:
+  """The optimiser section of a fixture's Adam and multi-step scheduler; its learning rate at
+  each of the K updates is the one the reference logged."""
   b1, b2 = adam['betas']
   assert not adam['weight_decay'] and not adam['amsgrad']
-  return optimizers.optimizer_config(adam['lr'], b1=b1, b2=b2, eps=adam['eps'])
+  scheduler = meta['opt']['train']['scheduler']
+  assert scheduler['type'] in ('MultiStepLR', 'MultiStepRestartLR'), scheduler
+  assert not scheduler.get('restarts'), scheduler
+  spec = optimizers.optimizer_config(adam['lr'], b1=b1, b2=b2, eps=adam['eps'],
+                                     milestones=scheduler['milestones'], gamma=scheduler['gamma'])
+  lr = optimizers.learning_rate(spec)
+  np.testing.assert_allclose([float(lr(k)) for k in range(len(rates))], rates, rtol=1e-6)
+  return spec
 
 
 def _batch(data, k):
@@ -89,7 +98,7 @@ def test_sr_l1_adam_ema_steps_match_basicsr(fixtures_dir):
   c.data.batch_size = h['batch']
   assert h['pixel_loss']['type'] == 'L1Loss'
   c.loss.pixel_weight = h['pixel_loss']['loss_weight']
-  c.optim.generator = _adam(h['adam'])
+  c.optim.generator = _adam(h['adam'], meta, h['lr_per_step'])
   c.train.ema_decay = h['ema_decay']
   method = methods.build(c)
   initial = convert.state_dict_to_variables(sd, spec)
@@ -130,8 +139,9 @@ def esrgan_case(fixtures_dir, tmp_path):
   c.loss.vgg_weights = str(vgg_file)
   c.loss.gan_type = h['gan']['gan_type']
   c.loss.gan_weight = h['gan']['loss_weight']
-  c.optim.generator = _adam(h['adam_g'])
-  c.optim.discriminator = _adam(h['adam_d'])
+  rates_g, rates_d = zip(*h['lr_per_step_g_d'])
+  c.optim.generator = _adam(h['adam_g'], meta, rates_g)
+  c.optim.discriminator = _adam(h['adam_d'], meta, rates_d)
   c.train.ema_decay = h['ema_decay']
   initial = {'generator': convert.state_dict_to_variables(sd_g, g_spec),
              'discriminator': convert.state_dict_to_variables(sd_d, d_spec)}

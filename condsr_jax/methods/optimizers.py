@@ -3,7 +3,8 @@
 A method lists its optimisers in `config.optim` (`optim.generator`, `optim.discriminator`, ...),
 each a section made by `optimizer_config`, and builds them with `build`. Schedules count the
 optimiser's own updates (an optimiser stepped every tenth batch reaches a milestone ten times
-later), as BasicSR's per-optimiser schedulers do.
+later). Update n (0-based) uses the rate BasicSR uses at `current_iter = n + 1`: its schedulers
+step before each update, so a milestone m applies from the m-th update on.
 """
 
 from typing import Any, Sequence
@@ -28,9 +29,10 @@ def optimizer_config(lr: float, *, kind: str = 'adam', b1: float = 0.9, b2: floa
 
   kind: 'adam' | 'adamw' (decoupled weight decay, as torch's AdamW) | 'sgd' (`momentum`,
     `nesterov`; `weight_decay` added to the gradient, as torch's SGD).
-  schedule: 'constant'; 'multistep' (lr x gamma at each of `milestones`); 'cosine' (from lr to
-    `min_lr` over `decay_steps`). `warmup_steps` > 0 ramps lr linearly up first (BasicSR's
-    warm-up: step t of the warm-up uses lr x t / warmup_steps).
+  schedule: 'constant'; 'multistep' (lr x gamma at each of `milestones`, BasicSR's
+    MultiStepRestartLR without restarts); 'cosine' (from lr to `min_lr` over `decay_steps`, its
+    CosineAnnealingRestartLR with one period). `warmup_steps` > 0 ramps lr linearly up first
+    (BasicSR's warm-up: iteration t of the warm-up uses lr x t / warmup_steps).
   clip_norm: > 0 clips the global gradient norm first.
   """
   return ml_collections.ConfigDict(dict(
@@ -64,7 +66,8 @@ def validate(spec: ml_collections.ConfigDict, field: str) -> None:
 
 
 def learning_rate(spec: ml_collections.ConfigDict) -> optax.Schedule:
-  """The learning rate as a function of the optimiser's update count (0-based)."""
+  """The learning rate as a function of the optimiser's update count (0-based), which is
+  BasicSR's iteration (1-based) minus one."""
   if spec.schedule == 'multistep':
     base = optax.piecewise_constant_schedule(
         spec.lr, {int(m): float(spec.gamma) for m in spec.milestones})
@@ -74,12 +77,12 @@ def learning_rate(spec: ml_collections.ConfigDict) -> optax.Schedule:
   else:
     base = optax.constant_schedule(spec.lr)
   warmup = int(spec.warmup_steps)
-  if not warmup:
-    return base
 
   def schedule(count: Any) -> Any:
-    ramp = jnp.minimum((count + 1) / warmup, 1.0)
-    return base(count) * ramp
+    iteration = count + 1
+    if not warmup:
+      return base(iteration)
+    return base(iteration) * jnp.minimum(iteration / warmup, 1.0)
 
   return schedule
 
