@@ -1,0 +1,85 @@
+"""LPIPS and DISTS against their reference packages (tests/fixtures/perceptual/lpips_dists.npz,
+made by tests/fixtures/make_perceptual.py): the shipped learned parts with seeded random trunks
+given as the torchvision and package files a user would name."""
+
+import json
+import pathlib
+
+import jax
+import numpy as np
+import pytest
+import safetensors.numpy
+
+from condsr_jax import perceptual
+from conftest import nhwc
+
+FIXTURE = pathlib.Path(__file__).parent / 'fixtures' / 'perceptual' / 'lpips_dists.npz'
+
+
+@pytest.fixture(scope='module')
+def fixture():
+  data = np.load(FIXTURE)
+  return data, json.loads(str(data['meta']))
+
+
+def draw_trunk(keys, seed: int) -> dict[str, np.ndarray]:
+  """The fixture's trunk weights, by its `trunk_rule`."""
+  rng = np.random.default_rng(seed)
+  out = {}
+  for key, shape in keys:
+    x = rng.standard_normal(tuple(shape), dtype=np.float32)
+    scale = np.sqrt(2.0 / np.prod(shape[1:])) if key.endswith('weight') else 0.1
+    out[key] = (x * np.float32(scale)).astype(np.float32)
+  return out
+
+
+def weight_files(tmp_path, data, meta, metric: str) -> list[str]:
+  """The two files a user names: a torchvision trunk and the package's learned part (stored as
+  .safetensors: reading .pth files is tested with the converter)."""
+  section = 'dists' if metric == 'dists' else metric
+  trunk = draw_trunk(meta[section]['trunk_keys'], meta['seed'])
+  trunk['classifier.0.weight'] = np.zeros((4, 4), np.float32)  # ignored, as in torchvision's
+  learned = {k[len(section) + 1:]: data[k] for k in data.files if k.startswith(f'{section}/')}
+  paths = [tmp_path / f'{metric}_trunk.safetensors', tmp_path / f'{metric}_learned.safetensors']
+  safetensors.numpy.save_file(trunk, str(paths[0]))
+  safetensors.numpy.save_file(learned, str(paths[1]))
+  return [str(p) for p in paths]
+
+
+def cases(data):
+  return sorted({k.split('/')[1] for k in data.files if k.startswith('in/')})
+
+
+@pytest.mark.parametrize('metric', ['lpips_alex', 'lpips_vgg', 'dists'])
+def test_matches_the_reference_package(fixture, tmp_path, metric):
+  data, meta = fixture
+  m = perceptual.load(metric, weight_files(tmp_path, data, meta, metric))
+  for case in cases(data):
+    x, y = nhwc(data[f'in/{case}/x']), nhwc(data[f'in/{case}/y'])
+    ref = data[f'out/{metric}/{case}']
+    np.testing.assert_allclose(m(x, y), ref, rtol=1e-4, atol=1e-6, err_msg=case)
+    if metric.startswith('lpips'):
+      _, layers = m.spec.build().apply(m.variables, x, y, per_layer=True)
+      np.testing.assert_allclose(layers, data[f'out/{metric}/{case}/layers'], rtol=1e-4,
+                                 atol=1e-7, err_msg=case)
+
+
+def test_is_a_differentiable_loss(fixture, tmp_path):
+  data, meta = fixture
+  m = perceptual.load('lpips_alex', weight_files(tmp_path, data, meta, 'lpips_alex'))
+  x, y = nhwc(data['in/square/x']), nhwc(data['in/square/y'])
+  grad = jax.grad(lambda a: m.distance(a, y).sum())(x)
+  assert grad.shape == x.shape and np.isfinite(grad).all() and np.abs(grad).max() > 0
+  assert float(m.distance(x, x).max()) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_missing_weights_name_the_files_to_get(tmp_path, fixture):
+  with pytest.raises(FileNotFoundError, match=r'alexnet-owt-7be5be79\.pth .*alex\.pth'):
+    perceptual.load('lpips_alex', [str(tmp_path / 'nope.pth')])
+  data, meta = fixture
+  trunk_only = weight_files(tmp_path, data, meta, 'dists')[:1]
+  with pytest.raises(ValueError, match=r'not the weights of dists.*weights\.pt'):
+    perceptual.load('dists', trunk_only)
+  alex_files = weight_files(tmp_path, data, meta, 'lpips_alex')
+  with pytest.raises(ValueError, match='not the weights of lpips_vgg'):
+    perceptual.load('lpips_vgg', alex_files)
