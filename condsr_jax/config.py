@@ -64,7 +64,11 @@ def loop_config() -> ml_collections.ConfigDict:
   c.eval.crop_border = -1  # -1: the scale
   c.eval.y_channel = False
   c.eval.max_images = 0  # 0: all
-  c.eval.grid_images = 4  # LR|SR|HR panels written to TensorBoard
+  c.eval.grid_images = 4  # LR|bicubic|SR|HR panels written to TensorBoard
+  # Perceptual metrics, each from its comma-separated weight files (condsr_jax.perceptual):
+  # the torchvision trunk and the package's learned part; '' leaves the metric out.
+  c.eval.perceptual = ml_collections.ConfigDict({'lpips_alex': '', 'lpips_vgg': '', 'dists': ''})
+  c.eval.niqe = False  # NIQE of the outputs (no reference)
   return c
 
 
@@ -116,7 +120,7 @@ def sibling_recipe(config_file: str, name: str) -> types.ModuleType:
 
 def validate(c: ml_collections.ConfigDict, device_count: int = 1) -> None:
   """Raises ConfigError naming the first wrong field: the loop's, then the method's."""
-  from condsr_jax import evaluate, methods  # pylint: disable=g-import-not-at-top
+  from condsr_jax import evaluate, methods, perceptual  # pylint: disable=g-import-not-at-top
   from condsr_jax.methods import optimizers  # pylint: disable=g-import-not-at-top
   method = methods.get(c.method)
   check(c.scale in (1, 2, 3, 4, 8), 'scale', 'must be 1, 2, 3, 4 or 8', c.scale)
@@ -136,6 +140,12 @@ def validate(c: ml_collections.ConfigDict, device_count: int = 1) -> None:
   check(not e.val or os.path.isdir(e.val), 'eval.val', 'no such folder', e.val)
   check(e.every >= 0, 'eval.every', 'must be >= 0 (0: only at the end)', e.every)
   check(e.grid in evaluate.GRIDS, 'eval.grid', f'one of {evaluate.GRIDS}', e.grid)
+  for name, files in e.perceptual.items():
+    check(name in perceptual.METRICS, f'eval.perceptual.{name}',
+          f'unknown metric; one of {sorted(perceptual.METRICS)}', files)
+    missing = [f for f in files.split(',') if files and not os.path.isfile(f)]
+    check(not missing, f'eval.perceptual.{name}',
+          f'no such file {missing}; {perceptual.weights_hint(name)}', files)
   for name, spec in c.get('optim', {}).items():
     optimizers.validate(spec, f'optim.{name}')
   for name, path in c.get('init', {}).items():

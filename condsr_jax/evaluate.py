@@ -1,4 +1,5 @@
-"""Validation of SR products: PSNR/SSIM (BasicSR's numbers) against bicubic upsampling, and panels.
+"""Validation of SR products: PSNR/SSIM on RGB and Y (BasicSR's numbers), optionally LPIPS, DISTS
+and NIQE, against bicubic and Lanczos upsampling, and LR | bicubic | SR | HR panels.
 
 Validation pairs come from a paired folder (`gt/` + `lq/`) or from HR images degraded with fixed
 degradations (`GRIDS`), so numbers are comparable across runs and methods. Training validation
@@ -7,6 +8,7 @@ and `condsr-jax evaluate` run the same `SRValidation` on the same exported model
 """
 
 import argparse
+import collections
 import dataclasses
 import os
 import sys
@@ -16,8 +18,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from PIL import Image
 
-from condsr_jax import degrade, images, inference, metrics
+from condsr_jax import degrade, images, inference, metrics, perceptual
 from condsr_jax.degrade import pipelines
 from condsr_jax.data import pipeline, sources
 from condsr_jax.methods import api
@@ -101,25 +104,55 @@ def load_pairs(val: str, scale: int, grid: str = 'bicubic', channels: int = 3,
 
 
 def bicubic_upsample(lq: np.ndarray, scale: int) -> np.ndarray:
-  """The baseline: PyTorch-style bicubic upsampling (A = -0.75) by `scale`."""
+  """A baseline: PyTorch-style bicubic upsampling (A = -0.75) by `scale`."""
   return np.asarray(degrade.interpolate(jnp.asarray(lq)[None], scale_factor=scale,
                                         mode='bicubic'))[0]
 
 
-def _panel(lq: np.ndarray, out: np.ndarray, gt: np.ndarray, scale: int) -> np.ndarray:
+def lanczos_upsample(lq: np.ndarray, scale: int) -> np.ndarray:
+  """The sharper classical baseline: PIL's Lanczos (a = 3) by `scale`, per channel in float."""
+  h, w = lq.shape[:2]
+  planes = [np.asarray(Image.fromarray(np.ascontiguousarray(lq[..., c], np.float32), mode='F')
+                       .resize((w * scale, h * scale), Image.LANCZOS)) for c in range(lq.shape[2])]
+  return np.stack(planes, axis=-1)
+
+
+BASELINES = {'bicubic': bicubic_upsample, 'lanczos': lanczos_upsample}
+
+
+def _panel(lq: np.ndarray, bicubic: np.ndarray, out: np.ndarray, gt: np.ndarray, scale: int
+           ) -> np.ndarray:
+  """LR (nearest) | bicubic | SR | HR, side by side."""
   up = np.repeat(np.repeat(lq, scale, axis=0), scale, axis=1)
-  return images.from_float(np.concatenate([up, np.clip(out, 0, 1), gt], axis=1))
+  return images.from_float(np.concatenate([up, bicubic, out, gt], axis=1))
+
+
+Scores = dict[str, list[float]]  # metric name -> one value per validation pair
+_RGB = {'psnr': 'psnr_rgb', 'ssim': 'ssim_rgb'}
+
+
+def means(scores: Scores) -> dict[str, float]:
+  return {name: float(np.mean(values)) for name, values in scores.items()}
 
 
 class SRValidation:
-  """An evaluator: one SR product upscales fixed pairs; BasicSR's PSNR/SSIM against bicubic."""
+  """An evaluator: one SR product upscales fixed pairs; BasicSR's PSNR/SSIM on RGB and Y, and
+  optionally LPIPS / DISTS / NIQE, each next to the bicubic and Lanczos baselines.
+
+  `psnr` and `ssim` are those of the run's convention (`y_channel`), the run's key metric;
+  `psnr_rgb`, `psnr_y` (and SSIM alike) are both conventions.
+  """
 
   def __init__(self, pairs: list[ValPair], scale: int, crop_border: int, y_channel: bool, *,
-               product: str = 'generator', grid_images: int = 4, label: str = ''):
+               product: str = 'generator', grid_images: int = 4, label: str = '',
+               perceptual_metrics: Mapping[str, perceptual.Perceptual] | None = None,
+               niqe: bool = False):
     self.pairs, self.scale, self.product = pairs, scale, product
     self.crop_border, self.y_channel, self.grid_images = crop_border, y_channel, grid_images
-    self.label = label
-    self.bicubic = self.score([bicubic_upsample(p.lq, scale) for p in pairs])
+    self.label, self.perceptual, self.niqe = label, dict(perceptual_metrics or {}), niqe
+    self.baseline_outputs = {name: [up(p.lq, scale) for p in pairs]
+                             for name, up in BASELINES.items()}
+    self.baselines = {name: self.score(outs) for name, outs in self.baseline_outputs.items()}
     self._upscaler: inference.Upscaler | None = None
 
   @classmethod
@@ -129,17 +162,26 @@ class SRValidation:
     e = eval_config
     pairs = load_pairs(e.val, scale, e.grid, channels, e.max_images, degradation)
     crop = scale if e.crop_border < 0 else e.crop_border
+    loaded = {name: perceptual.load(name, files.split(','))
+              for name, files in e.perceptual.items() if files}
     return cls(pairs, scale, crop, e.y_channel, product=product, grid_images=e.grid_images,
-               label=e.val)
+               label=e.val, perceptual_metrics=loaded, niqe=e.niqe)
 
-  def score(self, outputs: list[np.ndarray]) -> dict[str, Any]:
-    """Mean PSNR/SSIM (BasicSR validation convention) of `outputs` against the pairs' GT."""
-    psnrs, ssims = [], []
+  def score(self, outputs: list[np.ndarray]) -> Scores:
+    """Per-pair metrics of `outputs` against the pairs' GT, measured on 8-bit images."""
+    scores: Scores = collections.defaultdict(list)
     for out, pair in zip(outputs, self.pairs):
-      m = metrics.validation_metrics(out[None], pair.gt[None], self.crop_border, self.y_channel)
-      psnrs.append(float(m['psnr'][0]))
-      ssims.append(float(m['ssim'][0]))
-    return {'psnr': float(np.mean(psnrs)), 'ssim': float(np.mean(ssims)), 'per_image': psnrs}
+      measured = metrics.validation_metrics(out[None], pair.gt[None], self.crop_border)
+      for name, values in measured.items():
+        scores[_RGB.get(name, name)].append(float(values[0]))
+      out8 = images.from_float(out)
+      for name, metric in self.perceptual.items():
+        scores[name].append(float(metric(out8, images.from_float(pair.gt))[0]))
+      if self.niqe:
+        scores['niqe'].append(metrics.niqe(out8, self.crop_border))
+    convention = '_y' if self.y_channel else '_rgb'
+    scores['psnr'], scores['ssim'] = scores[f'psnr{convention}'], scores[f'ssim{convention}']
+    return dict(scores)
 
   def upscale_all(self, upscaler: inference.Upscaler) -> list[np.ndarray]:
     return [upscaler.upscale_float(p.lq) for p in self.pairs]
@@ -154,20 +196,28 @@ class SRValidation:
 
   def __call__(self, products: Mapping[str, api.Product]) -> api.EvalResult:
     outs = self.upscale_all(self._upscaler_for(api.Product(*products[self.product])))
-    score = self.score(outs)
-    scalars = {'psnr': score['psnr'], 'ssim': score['ssim'],
-               'psnr_bicubic': self.bicubic['psnr'], 'ssim_bicubic': self.bicubic['ssim']}
-    panels = {p.name: _panel(p.lq, o, p.gt, self.scale)
-              for p, o in list(zip(self.pairs, outs))[: self.grid_images]}
-    verdict = 'beats' if score['psnr'] > self.bicubic['psnr'] else 'does NOT beat'
-    report = (f'validation ({self.label}): PSNR {score["psnr"]:.2f} dB, bicubic '
-              f'{self.bicubic["psnr"]:.2f} dB; SSIM {score["ssim"]:.4f}, bicubic '
-              f'{self.bicubic["ssim"]:.4f}: the {self.product} {verdict} bicubic')
+    ours, base = means(self.score(outs)), {k: means(v) for k, v in self.baselines.items()}
+    scalars = dict(ours)
+    for name, values in base.items():
+      scalars.update({f'{k}_{name}': v for k, v in values.items()})
+    bicubic = self.baseline_outputs['bicubic']
+    panels = {p.name: _panel(p.lq, b, o, p.gt, self.scale)
+              for p, b, o in list(zip(self.pairs, bicubic, outs))[: self.grid_images]}
+    verdict = 'beats' if ours['psnr'] > base['bicubic']['psnr'] else 'does NOT beat'
+    extra = ''.join(f'; {_LABELS[k]} {ours[k]:.4f}, bicubic {base["bicubic"][k]:.4f}'
+                    for k in (*self.perceptual, *(['niqe'] if self.niqe else [])))
+    report = (f'validation ({self.label}): PSNR {ours["psnr"]:.2f} dB, bicubic '
+              f'{base["bicubic"]["psnr"]:.2f} dB, Lanczos {base["lanczos"]["psnr"]:.2f} dB; SSIM '
+              f'{ours["ssim"]:.4f}, bicubic {base["bicubic"]["ssim"]:.4f}{extra}: the '
+              f'{self.product} {verdict} bicubic')
     return api.EvalResult(scalars, panels, report)
 
 
 # ---------------------------------------------------------------------------------------------
 # Command line.
+
+_LABELS = {'psnr_rgb': 'PSNR', 'ssim_rgb': 'SSIM', 'psnr_y': 'PSNR-Y', 'ssim_y': 'SSIM-Y',
+           'lpips_alex': 'LPIPS-alex', 'lpips_vgg': 'LPIPS-vgg', 'dists': 'DISTS', 'niqe': 'NIQE'}
 
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
@@ -182,8 +232,25 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument('--crop-pad', type=int, default=400,
                       help="HR centre-crop size of the 'draws' grid")
   parser.add_argument('--crop-border', type=int, default=-1, help='default: the model scale')
-  parser.add_argument('--y-channel', action='store_true', help='measure on the Y channel')
   parser.add_argument('--max-images', type=int, default=0)
+  for name in perceptual.METRICS:
+    parser.add_argument(f'--{name.replace("_", "-")}', nargs='+', default=[], metavar='FILE',
+                        help=perceptual.weights_hint(name))
+  parser.add_argument('--niqe', action='store_true', help='NIQE of the outputs (no reference)')
+
+
+def format_table(pairs: list[ValPair], ours: Scores, baselines: Mapping[str, Scores]) -> str:
+  """Per image and mean: a row for the model and one per baseline, a column per metric."""
+  columns = [k for k in _LABELS if k in ours]
+  width = max([len(p.name) for p in pairs] + [4])
+  lines = [f'{"image":{width}s} {"":8s}' + ''.join(f'{_LABELS[k]:>12s}' for k in columns)]
+  rows = [('SR', ours), *((n, s) for n, s in baselines.items())]
+  for i, pair in enumerate([*pairs, None]):
+    for j, (label, scores) in enumerate(rows):
+      name = (pair.name if pair else 'mean') if j == 0 else ''
+      values = [scores[k][i] if pair else float(np.mean(scores[k])) for k in columns]
+      lines.append(f'{name:{width}s} {label:8s}' + ''.join(f'{v:12.4f}' for v in values))
+  return '\n'.join(lines)
 
 
 def _draws_degradation(kind: str | None, scale: int, crop_pad: int) -> Any:
@@ -197,20 +264,20 @@ def _draws_degradation(kind: str | None, scale: int, crop_pad: int) -> Any:
 
 def cli_main(args: argparse.Namespace) -> int:
   try:
+    loaded = {name: perceptual.load(name, getattr(args, name))
+              for name in perceptual.METRICS if getattr(args, name)}
     upscaler = inference.load_model(args.model)
     degradation = None
     if args.grid == 'draws':
       degradation = _draws_degradation(args.degradation, upscaler.scale, args.crop_pad)
     pairs = load_pairs(args.val, upscaler.scale, args.grid, upscaler.in_channels,
                        args.max_images, degradation)
+    crop = upscaler.scale if args.crop_border < 0 else args.crop_border
+    validation = SRValidation(pairs, upscaler.scale, crop, False, grid_images=0,
+                              perceptual_metrics=loaded, niqe=args.niqe)
+    score = validation.score(validation.upscale_all(upscaler))
   except (ValueError, FileNotFoundError, images.ImageReadError) as e:
     print(f'condsr-jax evaluate: {e}', file=sys.stderr)
     return 2
-  crop = upscaler.scale if args.crop_border < 0 else args.crop_border
-  validation = SRValidation(pairs, upscaler.scale, crop, args.y_channel, grid_images=0)
-  score = validation.score(validation.upscale_all(upscaler))
-  for pair, db, bic_db in zip(pairs, score['per_image'], validation.bicubic['per_image']):
-    print(f'{pair.name:60s} PSNR {db:7.3f} dB   bicubic {bic_db:7.3f} dB')
-  print(f'{"mean":60s} PSNR {score["psnr"]:7.3f} dB   bicubic {validation.bicubic["psnr"]:7.3f} '
-        f'dB   SSIM {score["ssim"]:.4f} (bicubic {validation.bicubic["ssim"]:.4f})')
+  print(format_table(pairs, score, validation.baselines))
   return 0

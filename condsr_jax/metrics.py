@@ -91,9 +91,10 @@ def ssim(img: np.ndarray, img2: np.ndarray, crop_border: int, y_channel: bool = 
   return float(np.mean([_ssim_channel(a[..., c], b[..., c]) for c in range(a.shape[2])]))
 
 
-def validation_metrics(sr: np.ndarray | jax.Array, gt: np.ndarray | jax.Array, crop_border: int,
-                       y_channel: bool = False) -> Mapping[str, np.ndarray]:
-  """Per-image {'psnr', 'ssim'} of NHWC float [0, 1] batches, measured as BasicSR validates.
+def validation_metrics(sr: np.ndarray | jax.Array, gt: np.ndarray | jax.Array, crop_border: int
+                       ) -> Mapping[str, np.ndarray]:
+  """Per-image {'psnr', 'ssim'} on RGB and {'psnr_y', 'ssim_y'} on the luma of NHWC float [0, 1]
+  batches, measured as BasicSR validates.
 
   Both batches are first quantized like BasicSR's `tensor2img`: clamped to [0, 1], scaled by 255,
   rounded half to even, cast to uint8.
@@ -104,8 +105,8 @@ def validation_metrics(sr: np.ndarray | jax.Array, gt: np.ndarray | jax.Array, c
     raise ValueError(f'expected two NHWC batches of one shape, got {sr8.shape} and {gt8.shape}')
   pairs = list(zip(sr8, gt8))
   return {
-      'psnr': np.array([psnr(a, b, crop_border, y_channel) for a, b in pairs]),
-      'ssim': np.array([ssim(a, b, crop_border, y_channel) for a, b in pairs]),
+      f'{name}{suffix}': np.array([fn(a, b, crop_border, y) for a, b in pairs])
+      for name, fn in (('psnr', psnr), ('ssim', ssim)) for suffix, y in (('', False), ('_y', True))
   }
 
 

@@ -69,11 +69,13 @@ def evaluate_command_psnr(capsys, config, workdir) -> str:
   e = config.eval
   capsys.readouterr()
   args = ['evaluate', e.val, '-m', str(workdir), '--grid', e.grid, '--max-images',
-          str(e.max_images), '--crop-border', str(e.crop_border)] + (
-              ['--y-channel'] if e.y_channel else [])
+          str(e.max_images), '--crop-border', str(e.crop_border)]
   assert cli.main(args) == 0
-  mean = [line for line in capsys.readouterr().out.splitlines() if line.startswith('mean ')]
-  return re.search(r'PSNR +([-\d.]+) dB', mean[0]).group(1)
+  lines = capsys.readouterr().out.splitlines()
+  header = lines[0].split()
+  mean = next(line for line in lines if line.startswith('mean ')).split()
+  column = header.index('PSNR-Y' if e.y_channel else 'PSNR')  # 'image' and 'SR' align
+  return f'{float(mean[column + 1]):.3f}'
 
 
 def pytest_configure(config):

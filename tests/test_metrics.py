@@ -47,8 +47,10 @@ def test_validation_metrics_quantize_before_measuring():
   gt8 = rng.integers(0, 256, (2, 24, 20, 3), np.uint8)
   sr = gt8 / 255 + rng.normal(0, 0.01, gt8.shape)  # includes values outside [0, 1]
   sr8 = np.clip(np.round(sr.astype(np.float32) * 255), 0, 255).astype(np.uint8)
-  result = metrics.validation_metrics(sr, gt8 / 255, crop_border=4, y_channel=True)
+  result = metrics.validation_metrics(sr, gt8 / 255, crop_border=4)
   for i in range(2):
-    assert result['psnr'][i] == metrics.psnr(sr8[i], gt8[i], 4, True)
-    assert result['ssim'][i] == metrics.ssim(sr8[i], gt8[i], 4, True)
-    assert result['psnr'][i] != metrics.psnr(np.clip(sr[i], 0, 1) * 255, gt8[i], 4, True)
+    for y in (False, True):
+      suffix = '_y' if y else ''
+      assert result[f'psnr{suffix}'][i] == metrics.psnr(sr8[i], gt8[i], 4, y)
+      assert result[f'ssim{suffix}'][i] == metrics.ssim(sr8[i], gt8[i], 4, y)
+      assert result[f'psnr{suffix}'][i] != metrics.psnr(np.clip(sr[i], 0, 1) * 255, gt8[i], 4, y)

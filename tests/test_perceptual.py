@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import safetensors.numpy
 
-from condsr_jax import perceptual
-from conftest import nhwc
+from condsr_jax import cli, evaluate, images, metrics, models, perceptual, train
+from conftest import REPO, nhwc
 
 FIXTURE = pathlib.Path(__file__).parent / 'fixtures' / 'perceptual' / 'lpips_dists.npz'
 
@@ -83,3 +83,41 @@ def test_missing_weights_name_the_files_to_get(tmp_path, fixture):
   alex_files = weight_files(tmp_path, data, meta, 'lpips_alex')
   with pytest.raises(ValueError, match='not the weights of lpips_vgg'):
     perceptual.load('lpips_vgg', alex_files)
+
+
+def test_evaluate_prints_perceptual_metrics_next_to_the_baselines(fixture, tmp_path, capsys):
+  data, meta = fixture
+  spec = models.ModelSpec('SRVGGNetCompact', {'num_feat': 4, 'num_conv': 1, 'upscale': 4})
+  models.save_model(tmp_path / 'tiny.msgpack', spec, spec.build().init(
+      jax.random.key(0), np.zeros((1, 16, 16, 3), np.float32)))
+  files = weight_files(tmp_path, data, meta, 'lpips_alex')
+  val = str(REPO / 'data' / 'demo' / 'val')
+  assert cli.main(['evaluate', val, '-m', str(tmp_path / 'tiny.msgpack'), '--max-images', '1',
+                   '--lpips-alex', *files, '--niqe']) == 0
+  lines = capsys.readouterr().out.splitlines()
+  assert lines[0].split() == ['image', 'PSNR', 'SSIM', 'PSNR-Y', 'SSIM-Y', 'LPIPS-alex', 'NIQE']
+  bicubic_row = lines[2].split()
+  assert bicubic_row[0] == 'bicubic' and len(lines) == 7  # SR, bicubic, lanczos; and the mean
+  pair = evaluate.load_pairs(val, 4, max_images=1)[0]
+  bicubic = images.from_float(evaluate.bicubic_upsample(pair.lq, 4))
+  expected = perceptual.load('lpips_alex', files)(bicubic, images.from_float(pair.gt))[0]
+  assert float(bicubic_row[5]) == pytest.approx(expected, abs=1e-4)
+  assert float(bicubic_row[6]) == pytest.approx(metrics.niqe(bicubic, 4), abs=1e-4)
+
+
+def test_evaluate_names_the_weight_files_to_get(tmp_path, capsys):
+  val = str(REPO / 'data' / 'demo' / 'val')
+  code = cli.main(['evaluate', val, '-m', str(tmp_path), '--dists', str(tmp_path / 'x.pth')])
+  assert code == 2
+  assert 'vgg16-397923af.pth' in capsys.readouterr().err
+
+
+def test_training_validation_reports_them(fixture, tmp_path, smoke_config):
+  data, meta = fixture
+  files = ','.join(weight_files(tmp_path, data, meta, 'lpips_alex'))
+  config = smoke_config(**{'eval.perceptual.lpips_alex': files, 'eval.niqe': True,
+                           'train.num_steps': 3})
+  summary = train.train_and_evaluate(config, str(tmp_path / 'run'))
+  for name in ('lpips_alex', 'niqe', 'psnr_y', 'ssim_rgb'):
+    assert {f'val/{name}', f'val/{name}_bicubic', f'val/{name}_lanczos'} <= set(summary.metrics)
+  assert 'LPIPS-alex' in summary.reports[0] and 'NIQE' in summary.reports[0]

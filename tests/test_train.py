@@ -98,6 +98,8 @@ def test_sharded_step_equals_single_device_step(smoke_config):
     ('edsr_bicubic_x4', 'model.arch', 'RRDBNett', 'unknown'),
     ('edsr_bicubic_x4', 'degradation.gt_size', 30, 'multiple of the scale 4'),
     ('edsr_bicubic_x4', 'optim.generator.kind', 'adamx', 'one of'),
+    ('edsr_bicubic_x4', 'eval.perceptual.dists', '/no/vgg16.pth,/no/weights.pt',
+     'no such file .*vgg16-397923af.pth'),
     ('realesrgan_x4plus', 'loss.gan_type', 'wgan', 'one of'),
     ('realesrnet_x4plus', 'degradation.mode', 'per_batch', 'one of'),
     ('cmdsr_srresnet_x4', 'cmdsr.schedule', 'alternate', 'one of'),
