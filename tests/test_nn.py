@@ -62,3 +62,15 @@ def test_bfloat16_compute_keeps_float32_params_and_output(fixtures_dir):
   y16 = spec.build(dtype=jnp.bfloat16).apply(variables, x)
   assert y16.dtype == jnp.float32
   assert float(jnp.abs(y16 - y32).max() / jnp.abs(y32).max()) < 0.05
+
+
+def test_srvgg_bicubic_skip_starts_from_bicubic():
+  from condsr_jax import degrade  # pylint: disable=g-import-not-at-top
+  net = models.ModelSpec('SRVGGNetCompact', {'num_feat': 4, 'num_conv': 1, 'upscale': 4,
+                                             'skip': 'bicubic'}).build()
+  x = jax.random.uniform(jax.random.key(0), (1, 12, 10, 3))
+  variables = net.init(jax.random.key(1), x)
+  zero_last = jax.tree_util.tree_map_with_path(
+      lambda path, v: jnp.zeros_like(v) if 'body_4' in str(path) else v, variables)
+  np.testing.assert_allclose(net.apply(zero_last, x),
+                             degrade.interpolate(x, scale_factor=4, mode='bicubic'), atol=1e-6)

@@ -216,3 +216,12 @@ def test_two_processes_on_localhost(tmp_path):
   data_states = sorted(n for n in os.listdir(tmp_path / 'checkpoints' / '6' / 'data_train')
                        if n.endswith('.json'))
   assert data_states == ['process_0-of-2.json', 'process_1-of-2.json']
+
+
+def test_compact_recipe_smoke_run_validates_on_y_against_bicubic_and_lanczos(tmp_path,
+                                                                              smoke_config):
+  summary = train.train_and_evaluate(smoke_config('compact_x4'), str(tmp_path))
+  assert summary.metrics['val/psnr'] == summary.metrics['val/psnr_y']
+  assert {'val/psnr_y_bicubic', 'val/psnr_y_lanczos', 'val/psnr_rgb'} <= set(summary.metrics)
+  spec = models.load_model_file(tmp_path / 'model.msgpack')[0]
+  assert spec.arch == 'SRVGGNetCompact' and spec.kwargs['skip'] == 'bicubic'

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from condsr_jax.degrade import resize
 from condsr_jax.nn import layers, registry
 
 
@@ -25,9 +26,12 @@ def _detect(sd: registry.StateDict) -> dict[str, Any]:
 
 @registry.register(scale_arg='upscale', detect_keys=('body.0.weight',), detect=_detect)
 class SRVGGNetCompact(nn.Module):
-  """A plain conv stack at LR resolution, pixel shuffle, plus the nearest-upsampled input.
+  """A plain conv stack at LR resolution, pixel shuffle, plus the upsampled input.
 
   Layers are named `body_{index}` as in the PyTorch `ModuleList` (convs even, activations odd).
+  `skip` is how the input is upsampled: 'nearest' as Real-ESRGAN (its checkpoints need it), or
+  'bicubic' (PyTorch's): the net then starts from bicubic and learns only what bicubic misses,
+  so a short training neither loses to bicubic nor shows the nearest skip's blocks.
   """
   num_in_ch: int = 3
   num_out_ch: int = 3
@@ -35,6 +39,7 @@ class SRVGGNetCompact(nn.Module):
   num_conv: int = 16
   upscale: int = 4
   act_type: str = 'prelu'
+  skip: str = 'nearest'  # or 'bicubic'
   dtype: Any = jnp.float32
 
   def _act(self, x: jax.Array, index: int) -> jax.Array:
@@ -56,4 +61,9 @@ class SRVGGNetCompact(nn.Module):
     last = 2 * self.num_conv + 2
     out = layers.conv(self.num_out_ch * self.upscale ** 2, dtype=self.dtype, name=f'body_{last}')(out)
     out = layers.pixel_shuffle(out.astype(jnp.float32), self.upscale)
-    return out + layers.upsample_nearest(x, self.upscale)
+    if self.skip == 'nearest':
+      return out + layers.upsample_nearest(x, self.upscale)
+    if self.skip == 'bicubic':
+      return out + resize.interpolate(x.astype(jnp.float32), scale_factor=self.upscale,
+                                      mode='bicubic')
+    raise ValueError(f"skip must be 'nearest' or 'bicubic', got {self.skip!r}")
