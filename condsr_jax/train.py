@@ -317,6 +317,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Summa
     summary = evaluation.run(products(), step)
   ckpt.close()
   writer.flush()
+  if lead:
+    writers.plot_curves(os.path.join(workdir, writers.HISTORY_FILE),
+                        os.path.join(workdir, writers.CURVES_FILE))
   logging.info('%s at step %d after %.0f s', 'stopped' if step < num_steps else 'finished', step,
                time.perf_counter() - t_start)
   for it in iterators.values():

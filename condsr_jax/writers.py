@@ -1,10 +1,12 @@
-"""Metric writers with clu's `MetricWriter` interface: absl logging and TensorBoard event files.
+"""Metric writers with clu's `MetricWriter` interface: absl logging, TensorBoard event files and
+a JSON-lines scalar history, plotted to a PNG of training curves at the end of a run.
 
 clu's writers import TensorFlow, so these stand in for them: `LoggingWriter` and `MultiWriter`
 follow clu's, and `tensorboardX` encodes and frames the TensorBoard events.
 """
 
 import itertools
+import json
 import os
 import time
 from typing import Any, Mapping, Protocol, Sequence
@@ -144,11 +146,96 @@ class MultiWriter:
       w.close()
 
 
+class ScalarHistoryWriter:
+  """Appends every scalar write as one JSON line {"step": S, NAME: VALUE, ...}: a history that
+  survives resumes and that `plot_curves` reads. Images are not kept."""
+
+  def __init__(self, path: str | os.PathLike):
+    self.path = os.fspath(path)
+    # Line-buffered: every write reaches the file, so a killed run keeps its history.
+    self._file = open(self.path, 'a', buffering=1, encoding='utf-8')  # pylint: disable=R1732
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+    record = {'step': int(step), **{k: float(_scalar(v)) for k, v in scalars.items()}}
+    self._file.write(json.dumps(record) + '\n')
+
+  def write_images(self, step: int, images: Mapping[str, Any]) -> None:
+    del step, images
+
+  def flush(self) -> None:
+    self._file.flush()
+
+  def close(self) -> None:
+    if not self._file.closed:
+      self._file.close()
+
+
+HISTORY_FILE, CURVES_FILE = 'metrics.jsonl', 'curves.png'
+_BASELINES = ('bicubic', 'lanczos')
+_BOOKKEEPING = ('train/steps_per_sec', 'train/skipped_total', 'train/bad_images', 'train/skipped')
+
+
+def read_history(path: str | os.PathLike) -> dict[str, dict[int, float]]:
+  """{scalar name: {step: value}} from a history file; a step written again after a resume
+  keeps its last value. A torn last line (a killed run) is skipped."""
+  history: dict[str, dict[int, float]] = {}
+  with open(path, encoding='utf-8') as f:
+    for line in f:
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError:
+        continue
+      step = record.pop('step')
+      for name, value in record.items():
+        history.setdefault(name, {})[step] = value
+  return history
+
+
+def plot_curves(history_path: str | os.PathLike, png_path: str | os.PathLike) -> list[str]:
+  """Training losses and every evaluation scalar over steps (evaluation ones next to their
+  bicubic / Lanczos baselines) as one PNG; returns the panel titles."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  history = read_history(history_path)
+  losses = sorted(k for k in history if k.startswith('train/') and k not in _BOOKKEEPING)
+  evals = sorted(k for k in history if not k.startswith('train/')
+                 and not k.endswith(tuple(f'_{b}' for b in _BASELINES)))
+  panels = ([('training losses', losses)] if losses else []) + [(k, [k]) for k in evals]
+  if not panels:
+    return []
+  cols = min(3, len(panels))
+  rows = -(-len(panels) // cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.4 * rows), squeeze=False)
+  for ax, (title, names) in zip(axes.flat, panels):
+    for name in names:
+      steps = sorted(history[name])
+      ax.plot(steps, [history[name][s] for s in steps], marker='.' if name in evals else None,
+              label=name.split('/', 1)[-1])
+      for baseline in _BASELINES:
+        values = history.get(f'{name}_{baseline}')
+        if values:
+          ax.axhline(values[max(values)], linestyle='--', linewidth=1, color='gray'
+                     if baseline == 'bicubic' else 'tab:green', label=baseline)
+    ax.set_title(title)
+    ax.set_xlabel('step')
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+  for ax in list(axes.flat)[len(panels):]:
+    ax.axis('off')
+  fig.tight_layout()
+  fig.savefig(png_path, dpi=80)
+  plt.close(fig)
+  return [title for title, _ in panels]
+
+
 def create_writer(logdir: str | os.PathLike, *, just_logging: bool = False) -> MetricWriter:
-  """Logging + TensorBoard writer for `logdir`; logging only if `just_logging`.
+  """Logging + TensorBoard + scalar-history (`HISTORY_FILE`) writer for `logdir`; logging only
+  if `just_logging`.
 
   Pass `just_logging=True` on all but the first process of a multi-host run.
   """
   if just_logging:
     return LoggingWriter()
-  return MultiWriter([LoggingWriter(), TensorBoardWriter(logdir)])
+  return MultiWriter([LoggingWriter(), TensorBoardWriter(logdir),
+                      ScalarHistoryWriter(os.path.join(logdir, HISTORY_FILE))])

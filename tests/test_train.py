@@ -45,7 +45,8 @@ def test_smoke_run_checkpoints_evaluates_and_exports(tmp_path, smoke_config, cap
   assert {'val/psnr', 'val/ssim', 'val/psnr_bicubic'} <= set(summary.metrics)
   assert 'bicubic' in summary.reports[0]
   names = set(os.listdir(tmp_path))
-  assert {'config.json', 'checkpoints', 'model.msgpack', 'best_model.msgpack', 'best.json'} <= names
+  assert {'config.json', 'checkpoints', 'model.msgpack', 'best_model.msgpack', 'best.json',
+          'metrics.jsonl', 'curves.png'} <= names
   assert any(n.startswith('events.out.tfevents') for n in names)
   assert sorted(int(s) for s in os.listdir(tmp_path / 'checkpoints') if s.isdigit()) == [4, 6]
   items = {n for n in os.listdir(tmp_path / 'checkpoints' / '6') if not n.startswith('_')}

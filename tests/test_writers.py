@@ -90,3 +90,22 @@ def test_create_writer_writes_event_files_unless_just_logging(tmp_path, caplog):
   other.write_scalars(1, {'loss': 1.0})
   other.close()
   assert not glob.glob(str(tmp_path / 'other' / '*'))
+
+
+def test_scalar_history_survives_resume_and_plots(tmp_path):
+  path = tmp_path / writers.HISTORY_FILE
+  for steps in ((2, 4), (4, 6)):  # a run, then its resume from step 2 again up to 6
+    w = writers.ScalarHistoryWriter(path)
+    for step in steps:
+      w.write_scalars(step, {'train/l_pix': 1.0 / step, 'train/steps_per_sec': 3.0})
+      w.write_scalars(step, {'val/psnr': 20.0 + step, 'val/psnr_bicubic': 21.0})
+    w.close()
+  with open(path, 'a', encoding='utf-8') as f:
+    f.write('{"step": 8, "train/l_pi')  # torn by kill -9
+  history = writers.read_history(path)
+  assert history['train/l_pix'] == {2: 0.5, 4: 0.25, 6: 1 / 6}
+  assert history['val/psnr'] == {2: 22.0, 4: 24.0, 6: 26.0}
+  png = tmp_path / writers.CURVES_FILE
+  assert writers.plot_curves(path, png) == ['training losses', 'val/psnr']
+  img = cv2.imread(str(png))
+  assert img is not None and img.shape[0] > 100 and img.shape[1] > 300
