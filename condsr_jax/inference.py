@@ -270,6 +270,9 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
                       'each input image itself)')
   parser.add_argument('--support-patch', type=int, default=None,
                       help="support crop size in input pixels (default: the model's)")
+  parser.add_argument('--compare', type=int, default=0, metavar='SIZE',
+                      help='also write NAME_compare.png: the central SIZE x SIZE output crop '
+                      'next to the same crop of bicubic upsampling (0: off)')
 
 
 def _output_path(path: str, root: str, outdir: str, suffix: str, ext: str, img: np.ndarray) -> str:
@@ -281,6 +284,23 @@ def _output_path(path: str, root: str, outdir: str, suffix: str, ext: str, img: 
   else:
     out_ext = '.' + ext
   return os.path.join(outdir, f'{stem}_{suffix}{out_ext}' if suffix else f'{stem}{out_ext}')
+
+
+def comparison_crop(img: np.ndarray, out: np.ndarray, size: int) -> np.ndarray:
+  """bicubic | model: the central `size` x `size` crop of the output and of the input upsampled
+  to the output's size with OpenCV's bicubic, labelled, 8-bit RGB."""
+  h, w = out.shape[:2]
+  bicubic = cv2.resize(images.to_float(img), (w, h), interpolation=cv2.INTER_CUBIC)
+  if bicubic.ndim == 2:
+    bicubic = bicubic[..., None]
+  size = min(size, h, w)
+  top, left = (h - size) // 2, (w - size) // 2
+  crops = []
+  for label, im in (('bicubic', bicubic), ('model', images.to_float(out))):
+    crop = images.from_float(images.to_rgb(im[top:top + size, left:left + size]))
+    crops.append(cv2.putText(np.ascontiguousarray(crop), label, (6, 18), cv2.FONT_HERSHEY_SIMPLEX,
+                             0.5, (255, 255, 0), 1, cv2.LINE_AA))
+  return np.concatenate(crops, axis=1)
 
 
 def cli_main(args: argparse.Namespace) -> int:
@@ -327,6 +347,9 @@ def cli_main(args: argparse.Namespace) -> int:
                              support_patch=args.support_patch, progress=tb.update)
     dest = _output_path(path, root, args.output, args.suffix, args.ext, img)
     images.write_image(dest, out)
+    if args.compare:
+      images.write_image(_output_path(path, root, args.output, 'compare', 'png', img),
+                         comparison_crop(img, out, args.compare))
     written += 1
   for path, reason in failed:
     print(f'condsr-jax upscale: skipped {path}: {reason}', file=sys.stderr)

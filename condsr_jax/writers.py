@@ -199,8 +199,12 @@ def plot_curves(history_path: str | os.PathLike, png_path: str | os.PathLike) ->
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
   history = read_history(history_path)
   losses = sorted(k for k in history if k.startswith('train/') and k not in _BOOKKEEPING)
-  evals = sorted(k for k in history if not k.startswith('train/')
-                 and not k.endswith(tuple(f'_{b}' for b in _BASELINES)))
+  evals = []
+  for k in sorted(history, key=lambda k: (-len(k), k)):  # of two equal series, plot the longer name
+    if (not k.startswith('train/') and not k.endswith(tuple(f'_{b}' for b in _BASELINES))
+        and all(history[k] != history[e] for e in evals)):
+      evals.append(k)
+  evals.sort()
   panels = ([('training losses', losses)] if losses else []) + [(k, [k]) for k in evals]
   if not panels:
     return []

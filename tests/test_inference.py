@@ -128,3 +128,16 @@ def test_conditional_model_uses_one_condition_per_image(tmp_path):
   assert cli.main(['upscale', 'tests/fixtures/torch_rrdbnet/input.png', '-m', str(model), '-o',
                    str(tmp_path / 'out'), '--support', str(tmp_path / 'sup')]) == 0
   assert images.read_image(tmp_path / 'out' / 'input_out.png').shape == (192, 176, 3)
+
+
+def test_compare_writes_bicubic_and_model_crops_side_by_side(upscaler, tmp_path):
+  img = images.read_image('tests/fixtures/torch_rrdbnet/input.png')[:20, :24]
+  images.write_image(tmp_path / 'in' / 'a.png', img)
+  assert cli.main(['upscale', str(tmp_path / 'in'), '-m',
+                   'tests/fixtures/torch_rrdbnet/rrdbnet_x4_nf16_nb2.pth', '-o',
+                   str(tmp_path / 'out'), '--compare', '64']) == 0
+  pair = images.read_image(tmp_path / 'out' / 'a_compare.png')
+  out = images.read_image(tmp_path / 'out' / 'a_out.png')
+  assert pair.shape == (64, 128, 3)
+  # the right half is the centre of the output (below the label)
+  np.testing.assert_array_equal(pair[24:, 64:], out[8 + 24:72, 16:80])

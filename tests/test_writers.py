@@ -109,3 +109,11 @@ def test_scalar_history_survives_resume_and_plots(tmp_path):
   assert writers.plot_curves(path, png) == ['training losses', 'val/psnr']
   img = cv2.imread(str(png))
   assert img is not None and img.shape[0] > 100 and img.shape[1] > 300
+
+
+def test_curves_show_an_aliased_scalar_once(tmp_path):
+  path = tmp_path / writers.HISTORY_FILE
+  w = writers.ScalarHistoryWriter(path)
+  w.write_scalars(2, {'val/psnr': 25.0, 'val/psnr_y': 25.0, 'val/psnr_rgb': 24.0})
+  w.close()
+  assert writers.plot_curves(path, tmp_path / 'c.png') == ['val/psnr_rgb', 'val/psnr_y']
