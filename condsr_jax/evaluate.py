@@ -30,6 +30,8 @@ FIXED_GRIDS = {
     'bicubic': ((0.0, 0.0, 0),),
     'blur_noise': tuple((s, n, 0) for s in (0.6, 1.2, 1.8, 2.4) for n in (0.0, 15.0)),
     'blur_noise_jpeg': tuple((s, n, q) for s in (1.0, 2.0) for n in (0.0, 10.0) for q in (0, 60)),
+    # What phone and web photos typically carry: slight blur, light noise, good-quality JPEG.
+    'mild': tuple((s, n, q) for s in (0.5, 1.0) for n in (0.0, 3.0) for q in (0, 90)),
 }
 # 'draws': DRAWS fixed draws of the run's own training degradation on centre crops of the images.
 DRAWS = 8

@@ -1,5 +1,7 @@
 """PSNR/SSIM reproduce BasicSR's numbers; the batched JAX PSNR agrees with them."""
 
+import pathlib
+
 import numpy as np
 import pytest
 
@@ -54,3 +56,17 @@ def test_validation_metrics_quantize_before_measuring():
       assert result[f'psnr{suffix}'][i] == metrics.psnr(sr8[i], gt8[i], 4, y)
       assert result[f'ssim{suffix}'][i] == metrics.ssim(sr8[i], gt8[i], 4, y)
       assert result[f'psnr{suffix}'][i] != metrics.psnr(np.clip(sr[i], 0, 1) * 255, gt8[i], 4, y)
+
+
+def test_the_mild_grid_degrades_every_image_deterministically():
+  from condsr_jax import evaluate  # pylint: disable=g-import-not-at-top
+  val = str(pathlib.Path(__file__).resolve().parent.parent / 'data' / 'demo' / 'val')
+  settings = evaluate.FIXED_GRIDS['mild']
+  pairs = evaluate.load_pairs(val, 4, 'mild', max_images=len(settings) + 1)
+  assert len(pairs) == len(settings) + 1  # every setting of the first image, then the next
+  assert pairs[0].name.split('@')[0] != pairs[-1].name.split('@')[0]
+  assert pairs[0].lq.shape[0] * 4 == pairs[0].gt.shape[0]
+  again = evaluate.load_pairs(val, 4, 'mild', max_images=2)
+  for a, b in zip(pairs, again):
+    assert a.name == b.name
+    np.testing.assert_array_equal(a.lq, b.lq)
