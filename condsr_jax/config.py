@@ -108,6 +108,16 @@ def shrink_to_smoke(c: ml_collections.ConfigDict, max_val_images: int = 2) -> No
   c.eval.every, c.eval.max_images = 3, max_val_images
 
 
+def shrink_to_demo(c: ml_collections.ConfigDict, num_steps: int, every: int) -> None:
+  """A minutes-long run of a recipe on the demo images (batch 8): `num_steps` steps, logging
+  every 100, checkpointing and evaluating every `every`. Recipes shrink their networks, crops
+  and learning rates themselves."""
+  use_demo_images(c)
+  c.data.batch_size = 8
+  c.train.num_steps, c.train.log_every = num_steps, 100
+  c.train.checkpoint_every = c.eval.every = every
+
+
 def sibling_recipe(config_file: str, name: str) -> types.ModuleType:
   """The recipe module NAME.py in the folder of `config_file`: recipes derive from one another
   wherever the configs folder lives."""

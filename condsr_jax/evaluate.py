@@ -176,9 +176,9 @@ class SRValidation:
       measured = metrics.validation_metrics(out[None], pair.gt[None], self.crop_border)
       for name, values in measured.items():
         scores[_RGB.get(name, name)].append(float(values[0]))
-      out8 = images.from_float(out)
+      out8, gt8 = images.from_float(out), images.from_float(pair.gt)
       for name, metric in self.perceptual.items():
-        scores[name].append(float(metric(out8, images.from_float(pair.gt))[0]))
+        scores[name].append(float(metric(out8, gt8)[0]))
       if self.niqe:
         scores['niqe'].append(metrics.niqe(out8, self.crop_border))
     convention = '_y' if self.y_channel else '_rgb'

@@ -21,6 +21,7 @@ import numpy as np
 import tqdm
 
 from condsr_jax import images, models
+from condsr_jax.degrade import resize
 from condsr_jax.nn import conditional
 
 # Luma weights OpenCV uses for BGR2GRAY: the reference turns 3-channel outputs back to gray so.
@@ -288,11 +289,10 @@ def _output_path(path: str, root: str, outdir: str, suffix: str, ext: str, img: 
 
 def comparison_crop(img: np.ndarray, out: np.ndarray, size: int) -> np.ndarray:
   """bicubic | model: the central `size` x `size` crop of the output and of the input upsampled
-  to the output's size with OpenCV's bicubic, labelled, 8-bit RGB."""
+  to the output's size with the bicubic that validation compares against, labelled, 8-bit RGB."""
   h, w = out.shape[:2]
-  bicubic = cv2.resize(images.to_float(img), (w, h), interpolation=cv2.INTER_CUBIC)
-  if bicubic.ndim == 2:
-    bicubic = bicubic[..., None]
+  bicubic = np.asarray(resize.interpolate(jnp.asarray(images.to_float(img))[None], size=(h, w),
+                                          mode='bicubic'))[0]
   size = min(size, h, w)
   top, left = (h - size) // 2, (w - size) // 2
   crops = []

@@ -33,11 +33,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         {'num_feat': 32, 'num_block': 4, 'support_size': 8, 'cond_feat': 32})
     c.degradation.tasks.crops = ((16, 16),)
     c.degradation.gt_size, c.degradation.crop_pad = 64, 192
-    config_lib.use_demo_images(c)
-    c.data.batch_size = 8
+    config_lib.shrink_to_demo(c, num_steps=2000, every=500)
     c.optim.sr.lr = c.optim.condition.lr = 5e-4
-    c.train.num_steps = 2000
-    c.train.checkpoint_every = c.eval.every = 500
   elif arg:
     raise ValueError(f'unknown variant {arg!r}: use smoke or demo')
   return c

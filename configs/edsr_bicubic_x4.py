@@ -31,14 +31,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.kwargs = ml_collections.ConfigDict({'num_feat': 8, 'num_block': 1})
     c.degradation.gt_size = c.degradation.crop_pad = 32
   elif arg == 'demo':
-    config_lib.use_demo_images(c)
+    config_lib.shrink_to_demo(c, num_steps=1500, every=500)
     c.model.kwargs = ml_collections.ConfigDict({'num_feat': 32, 'num_block': 4})
     c.degradation.gt_size = c.degradation.crop_pad = 96
-    c.data.batch_size = 8
     c.optim.generator.lr = 5e-4
-    c.train.num_steps = 1500
-    c.train.checkpoint_every = 500
-    c.eval.every = 500
   elif arg:
     raise ValueError(f'unknown variant {arg!r}: use smoke or demo')
   return c

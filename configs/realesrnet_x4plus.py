@@ -41,14 +41,9 @@ def recipe(scale: int, arg: str | None, method: str = 'sr') -> ml_collections.Co
     c.model.arch = 'SRVGGNetCompact'
     c.model.kwargs = ml_collections.ConfigDict({'num_feat': 32, 'num_conv': 8})
     c.degradation.crop_pad, c.degradation.gt_size, c.pool.size = 128, 96, 64
-    config_lib.use_demo_images(c)
-    c.data.batch_size = 8
+    config_lib.shrink_to_demo(c, num_steps=2000, every=1000)
     c.optim.generator.lr = 5e-4
-    c.train.num_steps = 2000
     c.train.ema_decay = 0.99  # 0.999 averages over more steps than the demo takes
-    c.train.log_every = 100
-    c.train.checkpoint_every = 1000
-    c.eval.every = 1000
   elif arg:
     raise ValueError(f'unknown variant {arg!r}: use smoke or demo')
   return c

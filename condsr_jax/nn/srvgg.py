@@ -30,8 +30,8 @@ class SRVGGNetCompact(nn.Module):
 
   Layers are named `body_{index}` as in the PyTorch `ModuleList` (convs even, activations odd).
   `skip` is how the input is upsampled: 'nearest' as Real-ESRGAN (its checkpoints need it), or
-  'bicubic' (PyTorch's): the net then starts from bicubic and learns only what bicubic misses,
-  so a short training neither loses to bicubic nor shows the nearest skip's blocks.
+  'bicubic' (PyTorch's): the net then starts from bicubic's output and learns what bicubic
+  misses, so a short training does not show the nearest skip's 4x4 blocks.
   """
   num_in_ch: int = 3
   num_out_ch: int = 3
