@@ -46,6 +46,7 @@ def loop_config() -> ml_collections.ConfigDict:
   c.data.vflip = False
   c.data.rot90 = False
   c.data.num_workers = 0
+  c.data.keep_decoded = False  # decode each image once, keep it in memory (small data sets)
   c.data.on_bad_image = 'skip'  # or 'stop'
   c.data.validate_files = False  # read every file's header before training starts
 

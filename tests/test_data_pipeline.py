@@ -156,6 +156,17 @@ def test_same_seed_same_stream_and_workers_do_not_change_it(tmp_path):
   assert epoch == list(range(N_IMAGES))
 
 
+def test_kept_decoded_images_stream_the_same_and_need_no_files_after_one_epoch(tmp_path):
+  spec = _spec(_identified_folder(tmp_path), rot90=True, param_sampler=degradation_params)
+  expected = _batches(spec, 9, seed=3)  # three epochs of 12 images in batches of 4
+  it = streams.make_iterator(dataclasses.replace(spec, keep_decoded=True), seed=3)
+  first_epoch = _take(it, 3)
+  for path in tmp_path.glob('*.png'):
+    path.unlink()  # a file read again would now be skipped and counted as bad
+  _assert_same_batches(first_epoch + _take(it, 6), expected)
+  it.close()
+
+
 def test_shards_split_the_global_stream(tmp_path):
   spec = _spec(_identified_folder(tmp_path), batch_size=6, param_sampler=degradation_params)
   whole = _batches(spec, 2, seed=1)

@@ -87,6 +87,7 @@ class ImageSource(abc.ABC):
     self.channels = channels
     self.on_bad_image = on_bad_image
     self._bad: set[int] = set()
+    self._decoded: dict[int, Record] | None = None
 
   @abc.abstractmethod
   def __len__(self) -> int:
@@ -104,9 +105,23 @@ class ImageSource(abc.ABC):
   def _read(self, index: int) -> Record:
     """Decoded arrays of record `index`; raises ImageReadError."""
 
+  def keep_decoded(self) -> 'ImageSource':
+    """Keeps each record in memory, read-only, from its first decoding on: for data sets that
+    fit in memory, where decoding a large PNG costs more than a step of a small network."""
+    self._decoded = {}
+    return self
+
   def load(self, index: int) -> Record:
     """Record `index` with converted channels; raises ImageReadError whatever the policy."""
-    return {k: convert_channels(v, self.channels) for k, v in self._read(index).items()}
+    if self._decoded is not None and index in self._decoded:
+      return dict(self._decoded[index])
+    record = {k: convert_channels(v, self.channels) for k, v in self._read(index).items()}
+    if self._decoded is not None:
+      for array in record.values():
+        array.flags.writeable = False
+      self._decoded[index] = record
+      return dict(record)
+    return record
 
   def __getitem__(self, index: int) -> Record:
     """Record `index` (or, under 'skip', the next readable one) with its `bad_images` count."""

@@ -55,6 +55,7 @@ class StreamSpec:
   on_bad_image: str = 'skip'  # or 'stop'
   validate_files: bool = False  # read every file's header before training starts
   num_workers: int = 0  # a checkpointed iterator must be restored with the same number
+  keep_decoded: bool = False  # decode each image once and keep it in memory (small data sets)
   batch_field: str = 'data.batch_size'  # the config field of batch_size, for messages
   # Per-element host-side draws (e.g. degradation parameters) merged into each element.
   param_sampler: ParamSampler | None = None
@@ -166,7 +167,10 @@ def make_iterator(spec: StreamSpec, *, seed: int, shard_index: int | None = None
                    f'must be a positive multiple of the process count ({shard_count})',
                    spec.batch_size)
   names = tuple(name for name, _ in spec.arrays)
-  ds = grain.MapDataset.source(open_source(spec)).seed(seed).shuffle().repeat()
+  source = open_source(spec)
+  if spec.keep_decoded:
+    source.keep_decoded()
+  ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat()
   ds = ds.random_map(pipeline.Augment(names, spec.hflip, spec.vflip, spec.rot90))
   ds = ds.random_map(pipeline.Crop(spec.arrays, spec.crop_size)).map(pipeline.ToFloat(names))
   if spec.param_sampler is not None:

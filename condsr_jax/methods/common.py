@@ -54,7 +54,7 @@ def train_stream(config: ml_collections.ConfigDict, *, crop_size: int,
       source=d.train, field='data.train', batch_size=d.batch_size, crop_size=crop_size,
       arrays=arrays, root=d.root, channels=d.channels, hflip=d.hflip, vflip=d.vflip,
       rot90=d.rot90, on_bad_image=d.on_bad_image, validate_files=d.validate_files,
-      num_workers=d.num_workers, param_sampler=param_sampler)
+      num_workers=d.num_workers, keep_decoded=d.keep_decoded, param_sampler=param_sampler)
 
 
 def pixel_loss_config() -> ml_collections.ConfigDict:
