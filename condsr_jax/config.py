@@ -62,6 +62,7 @@ def loop_config() -> ml_collections.ConfigDict:
   c.eval.every = 1000  # steps; 0: only at the end
   c.eval.val = ''  # paired folder (gt/ + lq/) or an HR folder degraded with `eval.grid`
   c.eval.grid = 'bicubic'  # fixed degradations of an HR-only folder (condsr_jax.evaluate.GRIDS)
+  c.eval.draw_size = 0  # 'draws' grid: HR centre-crop side (0: the training canvas)
   c.eval.crop_border = -1  # -1: the scale
   c.eval.y_channel = False
   c.eval.max_images = 0  # 0: all
@@ -151,6 +152,8 @@ def validate(c: ml_collections.ConfigDict, device_count: int = 1) -> None:
   check(not e.val or os.path.isdir(e.val), 'eval.val', 'no such folder', e.val)
   check(e.every >= 0, 'eval.every', 'must be >= 0 (0: only at the end)', e.every)
   check(e.grid in evaluate.GRIDS, 'eval.grid', f'one of {evaluate.GRIDS}', e.grid)
+  check(e.draw_size >= 0 and e.draw_size % c.scale == 0, 'eval.draw_size',
+        f'must be 0 or a positive multiple of the scale {c.scale}', e.draw_size)
   for name, files in e.perceptual.items():
     check(name in perceptual.METRICS, f'eval.perceptual.{name}',
           f'unknown metric; one of {sorted(perceptual.METRICS)}', files)

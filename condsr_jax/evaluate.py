@@ -10,6 +10,7 @@ and `condsr-jax evaluate` run the same `SRValidation` on the same exported model
 import argparse
 import collections
 import dataclasses
+import json
 import os
 import sys
 from typing import Any, Mapping
@@ -71,8 +72,11 @@ def centre_crop(img: np.ndarray, size: int) -> np.ndarray:
 
 
 def draw_pairs(hr_images: list[tuple[str, np.ndarray]], degradation: Any, draws: int = DRAWS,
-               seed: int = 0) -> list[ValPair]:
-  """Centre crops (the degradation's canvas) of HR images x `draws` fixed draws of it."""
+               seed: int = 0, size: int = 0) -> list[ValPair]:
+  """Centre crops (`size` pixels, 0: the degradation's canvas) of HR images x `draws` fixed
+  draws of the degradation."""
+  if size:
+    degradation = pipelines.on_canvas(degradation, size)
   gt = np.stack([centre_crop(hr, degradation.canvas) for _, hr in hr_images])
   lq = pipelines.fixed_draws(degradation, gt, draws, seed)
   return [ValPair(f'{name}@draw{j}', lq[i, j], gt[i])
@@ -80,10 +84,12 @@ def draw_pairs(hr_images: list[tuple[str, np.ndarray]], degradation: Any, draws:
 
 
 def load_pairs(val: str, scale: int, grid: str = 'bicubic', channels: int = 3,
-               max_images: int = 0, degradation: Any = None) -> list[ValPair]:
+               max_images: int = 0, degradation: Any = None, draw_size: int = 0
+               ) -> list[ValPair]:
   """Paired folder (has `gt/` and `lq/`) or HR folder x `grid` -> validation pairs.
 
-  `grid='draws'` needs the training `degradation` (a `degrade.pipelines.make` object).
+  `grid='draws'` needs the training `degradation` (a `degrade.pipelines.make` object), drawn on
+  centre crops of `draw_size` pixels (0: its training canvas).
   """
   if os.path.isdir(os.path.join(val, 'gt')) and os.path.isdir(os.path.join(val, 'lq')):
     source = sources.AlignedFolderSource(val, (('gt', 1), ('lq', scale)), channels=channels,
@@ -97,7 +103,7 @@ def load_pairs(val: str, scale: int, grid: str = 'bicubic', channels: int = 3,
   if grid == 'draws':
     if degradation is None:
       raise ValueError("the 'draws' grid needs the training degradation")
-    pairs = draw_pairs(hr, degradation)
+    pairs = draw_pairs(hr, degradation, size=draw_size)
   else:
     pairs = [ValPair(f'{name}@blur{s:g}_noise{n:g}_jpeg{q}',
                      degrade_fixed(img, scale, s, n, q, seed=1000 * i + j).astype(np.float32), img)
@@ -162,7 +168,8 @@ class SRValidation:
                   degradation: Any = None, product: str = 'generator') -> 'SRValidation':
     """From `config.eval` (`degradation`: the run's, for the 'draws' grid)."""
     e = eval_config
-    pairs = load_pairs(e.val, scale, e.grid, channels, e.max_images, degradation)
+    pairs = load_pairs(e.val, scale, e.grid, channels, e.max_images, degradation,
+                       e.draw_size)
     crop = scale if e.crop_border < 0 else e.crop_border
     loaded = {name: perceptual.load(name, files.split(','))
               for name, files in e.perceptual.items() if files}
@@ -230,9 +237,10 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
                       help="fixed degradations for an HR-only folder ('draws': fixed draws of "
                       '--degradation)')
   parser.add_argument('--degradation', default=None, choices=pipelines.KINDS,
-                      help="the degradation the 'draws' grid samples, at its default settings")
-  parser.add_argument('--crop-pad', type=int, default=400,
-                      help="HR centre-crop size of the 'draws' grid")
+                      help="the degradation the 'draws' grid samples, at its default settings "
+                      '(default: the one a training workdir given as -m ran with)')
+  parser.add_argument('--draw-size', type=int, default=400,
+                      help="HR centre-crop side of the 'draws' grid (rounded down to the scale)")
   parser.add_argument('--crop-border', type=int, default=-1, help='default: the model scale')
   parser.add_argument('--max-images', type=int, default=0)
   for name in perceptual.METRICS:
@@ -255,12 +263,16 @@ def format_table(pairs: list[ValPair], ours: Scores, baselines: Mapping[str, Sco
   return '\n'.join(lines)
 
 
-def _draws_degradation(kind: str | None, scale: int, crop_pad: int) -> Any:
-  if kind is None:
-    raise ValueError("--grid draws needs --degradation")
-  config = pipelines.default_config(kind, scale)
-  config.crop_pad = crop_pad // scale * scale
-  config.gt_size = min(config.gt_size, config.crop_pad)
+def _draws_degradation(kind: str | None, model: str, scale: int) -> Any:
+  """The 'draws' grid's degradation: `kind` at its default settings, or else the one the
+  training workdir `model` ran with (its config.json)."""
+  if kind is not None:
+    return pipelines.make(pipelines.default_config(kind, scale), scale)
+  path = os.path.join(model, 'config.json')
+  if not os.path.isfile(path):
+    raise ValueError(f'--grid draws needs --degradation, or a training workdir as -m (no {path})')
+  with open(path) as f:
+    config = ml_collections.ConfigDict(json.load(f)['degradation'])
   return pipelines.make(config, scale)
 
 
@@ -271,9 +283,9 @@ def cli_main(args: argparse.Namespace) -> int:
     upscaler = inference.load_model(args.model)
     degradation = None
     if args.grid == 'draws':
-      degradation = _draws_degradation(args.degradation, upscaler.scale, args.crop_pad)
+      degradation = _draws_degradation(args.degradation, args.model, upscaler.scale)
     pairs = load_pairs(args.val, upscaler.scale, args.grid, upscaler.in_channels,
-                       args.max_images, degradation)
+                       args.max_images, degradation, args.draw_size // upscaler.scale * upscaler.scale)
     crop = upscaler.scale if args.crop_border < 0 else args.crop_border
     validation = SRValidation(pairs, upscaler.scale, crop, False, grid_images=0,
                               perceptual_metrics=loaded, niqe=args.niqe)

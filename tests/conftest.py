@@ -70,6 +70,8 @@ def evaluate_command_psnr(capsys, config, workdir) -> str:
   capsys.readouterr()
   args = ['evaluate', e.val, '-m', str(workdir), '--grid', e.grid, '--max-images',
           str(e.max_images), '--crop-border', str(e.crop_border)]
+  if e.grid == 'draws':  # the run's own degradation, read from the workdir's config.json
+    args += ['--draw-size', str(e.draw_size or config.degradation.crop_pad)]
   assert cli.main(args) == 0
   lines = capsys.readouterr().out.splitlines()
   header = lines[0].split()

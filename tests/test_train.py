@@ -57,6 +57,18 @@ def test_smoke_run_checkpoints_evaluates_and_exports(tmp_path, smoke_config, cap
   assert evaluate_command_psnr(capsys, config, tmp_path) == f'{summary.metrics["val/psnr"]:.3f}'
 
 
+def test_draws_validation_on_larger_crops_matches_evaluate(tmp_path, smoke_config, capsys):
+  """The compact recipe validates on fixed draws of its own degradation on crops larger than
+  its training canvas; `evaluate --grid draws` on the workdir reads that degradation back."""
+  config = smoke_config('compact_x4', **{'eval.draw_size': 64})
+  assert config.eval.grid == 'draws' and config.degradation.crop_pad < 64
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  assert evaluate_command_psnr(capsys, config, tmp_path) == f'{summary.metrics["val/psnr"]:.3f}'
+  config.eval.draw_size = 30
+  with pytest.raises(config_lib.ConfigError, match=r'eval.draw_size = 30: must be 0 or a '):
+    train.train_and_evaluate(config, str(tmp_path / 'bad'))
+
+
 def test_resume_is_exact(tmp_path, smoke_config):
   straight, split = tmp_path / 'straight', tmp_path / 'split'
   train.train_and_evaluate(smoke_config(**{'train.num_steps': 4}), str(straight))

@@ -22,6 +22,7 @@ ParamSampler = Callable[[np.random.Generator], dict[str, np.ndarray]]
 
 class Degradation(Protocol):
   """GT canvases and their sampled parameters -> LQ images (see the module doc)."""
+  config: ml_collections.ConfigDict
   scale: int
   canvas: int  # side of the GT canvas the data pipeline delivers: the config's crop_pad
 
@@ -64,6 +65,16 @@ def _kind(kind: str, field: str) -> Any:
 def make(config: ml_collections.ConfigDict, scale: int) -> Degradation:
   """The degradation of `config.kind`, validated."""
   return _kind(config.kind, 'degradation')(config, scale)
+
+
+def on_canvas(degradation: Degradation, size: int) -> Degradation:
+  """The same degradation drawn on `size`-pixel canvases (validation crops larger than the
+  training crops); `degradation` itself when its canvas is that size already."""
+  if size == degradation.canvas:
+    return degradation
+  config = ml_collections.ConfigDict(degradation.config.to_dict())
+  config.crop_pad, config.gt_size = size, min(config.gt_size, size)
+  return make(config, degradation.scale)
 
 
 def default_config(kind: str, scale: int) -> ml_collections.ConfigDict:
