@@ -26,27 +26,51 @@ from condsr_jax.degrade import pipelines
 from condsr_jax.data import pipeline, sources
 from condsr_jax.methods import api
 
-# Fixed grids: (blur sigma, Gaussian noise sigma on 0..255, JPEG quality or 0) per degradation.
+# Fixed grids: (blur sigma, Gaussian noise sigma on 0..255, JPEG quality or 0, downscaler) per
+# degradation ('matlab': MATLAB's bicubic; else one of `PIL_DOWNSCALERS`).
 FIXED_GRIDS = {
-    'bicubic': ((0.0, 0.0, 0),),
-    'blur_noise': tuple((s, n, 0) for s in (0.6, 1.2, 1.8, 2.4) for n in (0.0, 15.0)),
-    'blur_noise_jpeg': tuple((s, n, q) for s in (1.0, 2.0) for n in (0.0, 10.0) for q in (0, 60)),
+    'bicubic': ((0.0, 0.0, 0, 'matlab'),),
+    'blur_noise': tuple((s, n, 0, 'matlab') for s in (0.6, 1.2, 1.8, 2.4) for n in (0.0, 15.0)),
+    'blur_noise_jpeg': tuple((s, n, q, 'matlab') for s in (1.0, 2.0) for n in (0.0, 10.0)
+                             for q in (0, 60)),
     # What phone and web photos typically carry: slight blur, light noise, good-quality JPEG.
-    'mild': tuple((s, n, q) for s in (0.5, 1.0) for n in (0.0, 3.0) for q in (0, 90)),
+    'mild': tuple((s, n, q, 'matlab') for s in (0.5, 1.0) for n in (0.0, 3.0) for q in (0, 90)),
+    # Photos shrunk by other software than MATLAB's bicubic (box / area, PIL's antialiased
+    # bilinear and Lanczos), as saved or as JPEG 85.
+    'resamplers': tuple((0.0, 0.0, q, d) for d in ('area', 'bilinear', 'lanczos') for q in (0, 85)),
 }
 # 'draws': DRAWS fixed draws of the run's own training degradation on centre crops of the images.
 DRAWS = 8
 GRIDS = (*FIXED_GRIDS, 'draws')
 
 
+def pil_resize(img: np.ndarray, width: int, height: int, resample: int) -> np.ndarray:
+  """HWC float resized by PIL per channel in float (`resample`: a PIL.Image filter)."""
+  planes = [np.asarray(Image.fromarray(np.ascontiguousarray(img[..., c], np.float32), mode='F')
+                       .resize((width, height), resample)) for c in range(img.shape[2])]
+  return np.stack(planes, axis=-1)
+
+
+# The fixed grids' downscalers besides MATLAB's bicubic: PIL's antialiased filters.
+PIL_DOWNSCALERS = {'area': Image.BOX, 'bilinear': Image.BILINEAR, 'lanczos': Image.LANCZOS}
+
+
+def downscale(x: jax.Array, scale: int, downscaler: str) -> jax.Array:
+  """[1, H, W, C] -> [1, H/scale, W/scale, C] by MATLAB's bicubic or a `PIL_DOWNSCALERS` one."""
+  if downscaler == 'matlab':
+    return degrade.imresize_matlab(x, 1.0 / scale)
+  h, w = x.shape[1] // scale, x.shape[2] // scale
+  return jnp.asarray(pil_resize(np.asarray(x[0]), w, h, PIL_DOWNSCALERS[downscaler]))[None]
+
+
 def degrade_fixed(hr: np.ndarray, scale: int, sigma: float, noise: float, quality: int,
-                  seed: int) -> np.ndarray:
-  """One deterministic LR of an HR image (HWC float): Gaussian blur (21x21), MATLAB bicubic
+                  seed: int, downscaler: str = 'matlab') -> np.ndarray:
+  """One deterministic LR of an HR image (HWC float): Gaussian blur (21x21), `downscale` by
   1/scale, Gaussian noise with a fixed key, JPEG, 8-bit rounding."""
   x = jnp.asarray(hr)[None]
   if sigma > 0:
     x = degrade.filter2d(x, degrade.bivariate_gaussian_kernel(21, sigma, sigma))
-  x = jnp.clip(degrade.imresize_matlab(x, 1.0 / scale), 0.0, 1.0)
+  x = jnp.clip(downscale(x, scale, downscaler), 0.0, 1.0)
   if noise > 0:
     x = degrade.add_gaussian_noise(x, noise, key=jax.random.key(seed))
   if quality:
@@ -105,9 +129,10 @@ def load_pairs(val: str, scale: int, grid: str = 'bicubic', channels: int = 3,
       raise ValueError("the 'draws' grid needs the training degradation")
     pairs = draw_pairs(hr, degradation, size=draw_size)
   else:
-    pairs = [ValPair(f'{name}@blur{s:g}_noise{n:g}_jpeg{q}',
-                     degrade_fixed(img, scale, s, n, q, seed=1000 * i + j).astype(np.float32), img)
-             for i, (name, img) in enumerate(hr) for j, (s, n, q) in enumerate(FIXED_GRIDS[grid])]
+    pairs = [ValPair(f'{name}@blur{s:g}_noise{n:g}_jpeg{q}' + ('' if d == 'matlab' else f'_{d}'),
+                     degrade_fixed(img, scale, s, n, q, 1000 * i + j, d).astype(np.float32), img)
+             for i, (name, img) in enumerate(hr)
+             for j, (s, n, q, d) in enumerate(FIXED_GRIDS[grid])]
   return pairs[:max_images] if max_images else pairs
 
 
@@ -120,9 +145,7 @@ def bicubic_upsample(lq: np.ndarray, scale: int) -> np.ndarray:
 def lanczos_upsample(lq: np.ndarray, scale: int) -> np.ndarray:
   """The sharper classical baseline: PIL's Lanczos (a = 3) by `scale`, per channel in float."""
   h, w = lq.shape[:2]
-  planes = [np.asarray(Image.fromarray(np.ascontiguousarray(lq[..., c], np.float32), mode='F')
-                       .resize((w * scale, h * scale), Image.LANCZOS)) for c in range(lq.shape[2])]
-  return np.stack(planes, axis=-1)
+  return pil_resize(lq, w * scale, h * scale, Image.LANCZOS)
 
 
 BASELINES = {'bicubic': bicubic_upsample, 'lanczos': lanczos_upsample}

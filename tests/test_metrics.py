@@ -70,3 +70,15 @@ def test_the_mild_grid_degrades_every_image_deterministically():
   for a, b in zip(pairs, again):
     assert a.name == b.name
     np.testing.assert_array_equal(a.lq, b.lq)
+
+
+def test_the_resamplers_grid_shrinks_by_box_bilinear_and_lanczos():
+  from condsr_jax import evaluate  # pylint: disable=g-import-not-at-top
+  val = str(pathlib.Path(__file__).resolve().parent.parent / 'data' / 'demo' / 'val')
+  pairs = evaluate.load_pairs(val, 4, 'resamplers', max_images=2)
+  assert [p.name.split('@')[1] for p in pairs] == ['blur0_noise0_jpeg0_area',
+                                                   'blur0_noise0_jpeg85_area']
+  gt = pairs[0].gt
+  box = gt.reshape(gt.shape[0] // 4, 4, gt.shape[1] // 4, 4, 3).mean(axis=(1, 3))
+  np.testing.assert_allclose(pairs[0].lq, box, atol=0.5 / 255 + 1e-6)  # 8-bit rounding only
+  assert 0 < np.abs(pairs[1].lq - pairs[0].lq).max()  # JPEG 85 changes it
