@@ -1,6 +1,6 @@
 """Building blocks shared by the networks: PyTorch-ordered pixel (un)shuffle, convs
-initialised like their PyTorch counterparts, PReLU, nearest/bilinear upsampling and
-spectral-norm convolution with PyTorch's stored power-iteration state."""
+initialised like their PyTorch counterparts, PReLU, PyTorch's BatchNorm, nearest/bilinear
+upsampling and spectral-norm convolution with PyTorch's stored power-iteration state."""
 
 from typing import Any
 
@@ -71,6 +71,36 @@ class PReLU(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     alpha = self.param('alpha', nn.initializers.constant(self.init_value), (self.features,))
     return jnp.where(x >= 0, x, alpha.astype(x.dtype) * x)
+
+
+class BatchNorm(nn.Module):
+  """`torch.nn.BatchNorm2d` over the last axis. Training normalises with the biased batch
+  variance but, unlike flax's BatchNorm, moves the running variance towards the unbiased one
+  (n / (n - 1)), as PyTorch does; `momentum` is PyTorch's (the weight of the new batch)."""
+  momentum: float = 0.1
+  epsilon: float = 1e-5
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    features = x.shape[-1]
+    scale = self.param('scale', nn.initializers.ones, (features,))
+    bias = self.param('bias', nn.initializers.zeros, (features,))
+    ra_mean = self.variable('batch_stats', 'mean', jnp.zeros, (features,))
+    ra_var = self.variable('batch_stats', 'var', jnp.ones, (features,))
+    axes = tuple(range(x.ndim - 1))
+    if train:
+      xf = x.astype(jnp.float32)
+      mean, var = jnp.mean(xf, axes), jnp.var(xf, axes)
+      n = xf.size // features
+      if not self.is_initializing():
+        m = self.momentum
+        ra_mean.value = (1 - m) * ra_mean.value + m * mean
+        ra_var.value = (1 - m) * ra_var.value + m * var * n / max(n - 1, 1)
+    else:
+      mean, var = ra_mean.value, ra_var.value
+    y = (x - mean.astype(x.dtype)) * jax.lax.rsqrt(var + self.epsilon).astype(x.dtype)
+    return (y * scale.astype(x.dtype) + bias.astype(x.dtype)).astype(self.dtype)
 
 
 def _l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:

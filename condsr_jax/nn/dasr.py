@@ -1,0 +1,210 @@
+"""DASR (Wang et al., CVPR 2021): the contrastive degradation encoder, MoCo's InfoNCE, and the
+degradation-aware SR network, with the official `model/blindsr.py` parameter names.
+
+Images enter both networks at 0..255 (the official `rgb_range`); the encoder sees them without
+the mean shift, the SR network subtracts the DIV2K mean first (a fixed `MeanShift`).
+"""
+
+import functools
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from condsr_jax.nn import edsr, layers
+
+DIV2K_MEAN = (0.4488, 0.4371, 0.4040)  # the official MeanShift's constants (std 1)
+_SLOPE = 0.1  # every activation of both networks is LeakyReLU(0.1)
+
+
+def _lrelu(x: jax.Array) -> jax.Array:
+  return layers.lrelu(x, _SLOPE)
+
+
+class DegradationEncoder(nn.Module):
+  """Official `Encoder`: 3x3 conv-BN-LeakyReLU layers, global average pooling, then an MLP.
+
+  Returns (fea, proj): fea [B, widths[-1]] is the representation the SR network reads, proj
+  [B, mlp_dim] what MoCo normalises into its query or key. `train` uses batch statistics and
+  updates the running ones (the 'batch_stats' collection).
+  """
+  widths: Sequence[int] = (64, 64, 128, 128, 256, 256)
+  strides: Sequence[int] = (1, 1, 2, 1, 2, 1)
+  mlp_dim: int = 256
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array]:
+    for i, (width, stride) in enumerate(zip(self.widths, self.strides)):
+      x = layers.conv(width, stride=stride, dtype=self.dtype, name=f'E_{3 * i}')(x)
+      x = layers.BatchNorm(dtype=self.dtype, name=f'E_{3 * i + 1}')(x, train)
+      x = _lrelu(x)
+    fea = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
+    proj = nn.Dense(self.mlp_dim, dtype=self.dtype, name='mlp_0')(fea)
+    proj = nn.Dense(self.mlp_dim, dtype=self.dtype, name='mlp_2')(_lrelu(proj))
+    return fea, proj.astype(jnp.float32)
+
+
+def normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
+  """torch.nn.functional.normalize along the last axis."""
+  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
+
+
+def info_nce(q: jax.Array, k: jax.Array, queue: jax.Array, temperature: float = 0.07
+             ) -> tuple[jax.Array, jax.Array]:
+  """MoCo's logits [N, 1 + K] = [q.k, q @ queue] / T and their cross entropy against index 0.
+
+  q, k [N, dim] are normalised here; `queue` [dim, K] holds normalised keys (the official
+  buffer layout). The caller enqueues k after this: current keys are not negatives.
+  """
+  q, k = normalize(q), normalize(k)
+  positive = jnp.sum(q * k, axis=-1, keepdims=True)
+  logits = jnp.concatenate([positive, q @ queue], axis=1) / temperature
+  loss = -jnp.mean(jax.nn.log_softmax(logits, axis=1)[:, 0])
+  return logits, loss
+
+
+def enqueue(queue: jax.Array, pointer: jax.Array, keys: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """The official `_dequeue_and_enqueue`: queue[:, ptr:ptr + N] = normalised keys.T, ptr + N
+  modulo K (K must be a multiple of N, as the official code asserts)."""
+  k_size, n = queue.shape[1], keys.shape[0]
+  if k_size % n:
+    raise ValueError(f'the queue length {k_size} must be a multiple of the key batch {n}')
+  queue = jax.lax.dynamic_update_slice(queue, normalize(keys).T.astype(queue.dtype),
+                                       (0, pointer.astype(jnp.int32)))
+  return queue, (pointer + n) % k_size
+
+
+def moco_forward(encoder: DegradationEncoder, variables_q: Any, variables_k: Any,
+                 queue: jax.Array, pointer: jax.Array, im_q: jax.Array, im_k: jax.Array,
+                 momentum: float = 0.999, temperature: float = 0.07) -> dict[str, Any]:
+  """The official `MoCo.forward` in training, as a pure function of both encoders' variables.
+
+  The key encoder's parameters move towards the query encoder's (`momentum`; its BatchNorm
+  statistics are its own) before it encodes `im_k`; keys carry no gradient and enter the queue
+  after the logits. Returns the query encoder's `embedding` (fea), 'q_proj', 'k_proj',
+  'logits', 'loss', and the updated 'variables_q' (running stats), 'variables_k', 'queue',
+  'pointer'.
+  """
+  (embedding, q_proj), q_state = encoder.apply(variables_q, im_q, True, mutable=['batch_stats'])
+  params_k = jax.tree.map(lambda k, q: k * momentum + jax.lax.stop_gradient(q) * (1 - momentum),
+                          variables_k['params'], variables_q['params'])
+  (_, k_proj), k_state = encoder.apply({**variables_k, 'params': params_k}, im_k, True,
+                                       mutable=['batch_stats'])
+  k_proj = jax.lax.stop_gradient(k_proj)
+  logits, loss = info_nce(q_proj, k_proj, queue, temperature)
+  queue, pointer = enqueue(queue, pointer, k_proj)
+  return {'embedding': embedding, 'q_proj': q_proj, 'k_proj': k_proj, 'logits': logits,
+          'loss': loss, 'variables_q': {**variables_q, **q_state},
+          'variables_k': {'params': params_k, **k_state}, 'queue': queue, 'pointer': pointer}
+
+
+def per_sample_depthwise(x: jax.Array, kernels: jax.Array) -> jax.Array:
+  """Cross-correlation of sample b's channel c with its own 3x3 kernel `kernels[b, c]` (zero
+  padding 1), as the official grouped conv over [1, B*C, H, W] does; written as nine shifted
+  products, which XLA:CPU runs far faster than a B*C-group convolution."""
+  k = kernels.shape[-1]
+  h, w = x.shape[1:3]
+  pad = k // 2
+  xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  out = jnp.zeros_like(x)
+  for dy in range(k):
+    for dx in range(k):
+      out = out + xp[:, dy:dy + h, dx:dx + w, :] * kernels[:, None, None, :, dy, dx]
+  return out
+
+
+class ChannelAttention(nn.Module):
+  """Official `CA_layer` on the representation: sigmoid(W2 LeakyReLU(W1 rep)), both without bias
+  (1x1 convs of a 1x1 map in the official code; dense layers here)."""
+  features: int = 64
+  reduction: int = 8
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, rep: jax.Array) -> jax.Array:
+    dense = functools.partial(nn.Dense, use_bias=False, dtype=self.dtype)
+    att = dense(rep.shape[-1] // self.reduction, name='conv_du_0')(rep)
+    return nn.sigmoid(dense(self.features, name='conv_du_2')(_lrelu(att)))
+
+
+class DAConv(nn.Module):
+  """Official `DA_conv`: a per-sample depthwise kernel predicted from the representation
+  (LeakyReLU, then a 1x1 conv), plus the input scaled by channel attention (`CA_layer`)."""
+  features: int = 64
+  kernel_size: int = 3
+  reduction: int = 8
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, rep: jax.Array) -> jax.Array:
+    c, k = x.shape[-1], self.kernel_size
+    dense = functools.partial(nn.Dense, use_bias=False, dtype=self.dtype)
+    kernel = dense(rep.shape[-1], name='kernel_0')(rep)
+    kernel = dense(c * k * k, name='kernel_2')(_lrelu(kernel)).reshape(-1, c, k, k)
+    out = _lrelu(per_sample_depthwise(x, kernel.astype(x.dtype)))
+    out = layers.conv(self.features, 1, dtype=self.dtype, name='conv')(out)
+    att = ChannelAttention(self.features, self.reduction, self.dtype, name='ca')(rep)
+    return out + x * att[:, None, None, :].astype(x.dtype)
+
+
+class DABlock(nn.Module):
+  """Official `DAB`: DA conv, conv, DA conv, conv (LeakyReLU between), plus the input."""
+  features: int = 64
+  reduction: int = 8
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, rep: jax.Array) -> jax.Array:
+    da = functools.partial(DAConv, self.features, reduction=self.reduction, dtype=self.dtype)
+    conv = functools.partial(layers.conv, self.features, dtype=self.dtype)
+    out = _lrelu(da(name='da_conv1')(x, rep))
+    out = _lrelu(conv(name='conv1')(out))
+    out = _lrelu(da(name='da_conv2')(out, rep))
+    return conv(name='conv2')(out) + x
+
+
+class DAGroup(nn.Module):
+  """Official `DAG`: `num_blocks` DA blocks and a conv, plus the group input."""
+  features: int = 64
+  num_blocks: int = 5
+  reduction: int = 8
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, rep: jax.Array) -> jax.Array:
+    res = x
+    for i in range(self.num_blocks):
+      res = DABlock(self.features, self.reduction, self.dtype, name=f'body_{i}')(res, rep)
+    return layers.conv(self.features, dtype=self.dtype, name=f'body_{self.num_blocks}')(res) + x
+
+
+class DASRNet(nn.Module):
+  """Official `DASR` (the generator G): LR [B, h, w, 3] at 0..255 and the encoder's
+  representation [B, rep_dim] -> SR [B, h * scale, w * scale, 3] at 0..255."""
+  num_feat: int = 64
+  num_group: int = 5
+  num_block: int = 5
+  reduction: int = 8
+  scale: int = 4
+  rep_dim: int = 64  # width of the compressed representation the DA convs read
+  num_ch: int = 3
+  rgb_range: float = 255.0
+  rgb_mean: Sequence[float] = DIV2K_MEAN
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, fea: jax.Array) -> jax.Array:
+    mean = self.rgb_range * jnp.asarray(self.rgb_mean, jnp.float32)
+    # k_v: the compressed representation every DA conv reads.
+    rep = _lrelu(nn.Dense(self.rep_dim, use_bias=False, dtype=self.dtype, name='compress_0')(fea))
+    x = layers.conv(self.num_feat, dtype=self.dtype, name='head_0')(x - mean)
+    res = x
+    for i in range(self.num_group):
+      res = DAGroup(self.num_feat, self.num_block, self.reduction, self.dtype,
+                    name=f'body_{i}')(res, rep)
+    res = layers.conv(self.num_feat, dtype=self.dtype, name=f'body_{self.num_group}')(res) + x
+    out = edsr.upsample(res, self.scale, self.num_feat, self.dtype, prefix='tail_0')
+    out = layers.conv(self.num_ch, dtype=self.dtype, name='tail_1')(out)
+    return out.astype(jnp.float32) + mean
