@@ -41,8 +41,6 @@ def _variables(sd, module, *inputs):
       dest = ('params', *mods, 'scale')
     elif value.ndim == 2:
       dest, value = ('params', *mods, 'kernel'), value.T
-    elif mods[-1].startswith('conv_du'):  # 1x1 convs of a 1x1 map: dense layers here
-      dest, value = ('params', *mods, 'kernel'), value[:, :, 0, 0].T
     else:
       dest, value = ('params', *mods, 'kernel'), value.transpose(2, 3, 1, 0)
     assert dest in target, f'{key} has no place ({dest})'

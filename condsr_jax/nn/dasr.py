@@ -116,17 +116,17 @@ def per_sample_depthwise(x: jax.Array, kernels: jax.Array) -> jax.Array:
 
 
 class ChannelAttention(nn.Module):
-  """Official `CA_layer` on the representation: sigmoid(W2 LeakyReLU(W1 rep)), both without bias
-  (1x1 convs of a 1x1 map in the official code; dense layers here)."""
+  """Official `CA_layer` on the representation: sigmoid(W2 LeakyReLU(W1 rep)), 1x1 convs
+  without bias on the [B, 1, 1, dim] map, as the official code (and its state dict) has them."""
   features: int = 64
   reduction: int = 8
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, rep: jax.Array) -> jax.Array:
-    dense = functools.partial(nn.Dense, use_bias=False, dtype=self.dtype)
-    att = dense(rep.shape[-1] // self.reduction, name='conv_du_0')(rep)
-    return nn.sigmoid(dense(self.features, name='conv_du_2')(_lrelu(att)))
+    conv = functools.partial(layers.conv, kernel_size=1, use_bias=False, dtype=self.dtype)
+    att = conv(rep.shape[-1] // self.reduction, name='conv_du_0')(rep[:, None, None, :])
+    return nn.sigmoid(conv(self.features, name='conv_du_2')(_lrelu(att)))
 
 
 class DAConv(nn.Module):
@@ -146,7 +146,7 @@ class DAConv(nn.Module):
     out = _lrelu(per_sample_depthwise(x, kernel.astype(x.dtype)))
     out = layers.conv(self.features, 1, dtype=self.dtype, name='conv')(out)
     att = ChannelAttention(self.features, self.reduction, self.dtype, name='ca')(rep)
-    return out + x * att[:, None, None, :].astype(x.dtype)
+    return out + x * att.astype(x.dtype)
 
 
 class DABlock(nn.Module):
