@@ -11,8 +11,8 @@ import pytest
 from flax import traverse_util
 
 from conftest import assert_close, nhwc
-from condsr_jax import convert
-from condsr_jax.nn import dasr, layers
+from condsr_jax import convert, inference
+from condsr_jax.nn import conditional, dasr, layers
 
 
 def _fixture(request, name):
@@ -142,3 +142,55 @@ def test_moco_training_step_matches_official(request):
                            **{k[len(prefix):]: v for k, v in after.items() if k.startswith(prefix)}},
                           encoder, im_q)
     jax.tree.map(lambda a, b: assert_close(a, b, rtol=1e-5), variables, expected)
+
+
+def _official_layout(variables) -> dict[str, np.ndarray]:
+  """Flax BlindSR variables as the official trainer's full BlindSR state dict: torch names,
+  plus the constant mean shifts, the key encoder, the queue and BN counters."""
+  sd = {}
+  for (collection, *mods, leaf), value in traverse_util.flatten_dict(variables).items():
+    value = np.asarray(value)
+    if leaf == 'kernel':
+      value = value.transpose(3, 2, 0, 1) if value.ndim == 4 else value.T
+    leaf = {'kernel': 'weight', 'scale': 'weight', 'mean': 'running_mean',
+            'var': 'running_var'}.get(leaf, leaf)
+    sd['.'.join([re.sub(r'_(\d+)(?=(_\d+)*$)', r'.\1', m) for m in mods] + [leaf])] = value
+  mean = 255.0 * np.asarray(dasr.DIV2K_MEAN, np.float32)
+  for name, sign in (('sub_mean', -1), ('add_mean', 1)):
+    sd[f'G.{name}.weight'] = np.eye(3, dtype=np.float32)[:, :, None, None]
+    sd[f'G.{name}.bias'] = sign * mean
+  for key in [k for k in sd if k.startswith('E.encoder_q.')]:
+    sd['E.encoder_k.' + key[len('E.encoder_q.'):]] = sd[key] + 1.0
+    if key.endswith('running_var'):
+      sd[key[:-len('running_var')] + 'num_batches_tracked'] = np.array(7)
+  sd['E.queue'], sd['E.queue_ptr'] = np.zeros((8, 16), np.float32), np.array([0])
+  return sd
+
+
+def test_official_blindsr_state_dict_is_detected_converted_and_tiles_agree():
+  net = dasr.BlindSR(num_feat=16, num_group=2, num_block=1, reduction=4, scale=2, rep_dim=8,
+                     enc_widths=(8, 8, 12, 12, 16, 16), mlp_dim=8, support_patch=40)
+  lr = np.random.default_rng(3).uniform(size=(1, 30, 26, 3)).astype(np.float32)
+  variables = net.init(jax.random.key(1), jnp.asarray(lr))
+  variables = jax.tree.map(lambda v: v + 0.01 * jnp.arange(v.size).reshape(v.shape) % 0.3,
+                           variables)  # BN statistics off their init values
+  spec, converted = convert.convert_state_dict(_official_layout(variables))
+  assert spec.arch == 'BlindSR' and spec.scale == 2
+  built = spec.build()
+  for field in ('num_feat', 'num_group', 'num_block', 'reduction', 'rep_dim', 'mlp_dim'):
+    assert getattr(built, field) == getattr(net, field), field
+  assert tuple(built.enc_widths) == net.enc_widths
+  jax.tree.map(np.testing.assert_array_equal, converted, jax.device_get(variables))
+  # The official test path: the encoder on the whole LR image, then G; the Upscaler computes
+  # the representation once per image, so tiles agree with the whole image.
+  expected = np.asarray(net.apply(variables, jnp.asarray(lr)))[0]
+  upscaler = inference.Upscaler(spec, converted)
+  np.testing.assert_allclose(upscaler.upscale_float(lr[0]), expected, atol=1e-5)
+  np.testing.assert_allclose(upscaler.upscale_float(lr[0], tile=16, tile_overlap=4), expected,
+                             atol=1e-5)
+  # Past support_patch the representation is the mean over fixed crops.
+  big = np.random.default_rng(4).uniform(size=(1, 44, 50, 3)).astype(np.float32)
+  crops = conditional.lr_support_crops(big, net.support_size, net.support_patch)
+  np.testing.assert_allclose(net.apply(variables, jnp.asarray(big), method='condition_from_lr'),
+                             net.apply(variables, jnp.asarray(crops),
+                                       method='condition_from_support'), rtol=1e-6)

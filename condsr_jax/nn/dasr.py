@@ -6,13 +6,13 @@ the mean shift, the SR network subtracts the DIV2K mean first (a fixed `MeanShif
 """
 
 import functools
-from typing import Any, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from condsr_jax.nn import edsr, layers
+from condsr_jax.nn import conditional, edsr, layers, registry
 
 DIV2K_MEAN = (0.4488, 0.4371, 0.4040)  # the official MeanShift's constants (std 1)
 _SLOPE = 0.1  # every activation of both networks is LeakyReLU(0.1)
@@ -208,3 +208,95 @@ class DASRNet(nn.Module):
     out = edsr.upsample(res, self.scale, self.num_feat, self.dtype, prefix='tail_0')
     out = layers.conv(self.num_ch, dtype=self.dtype, name='tail_1')(out)
     return out.astype(jnp.float32) + mean
+
+
+class _MoCoQuery(nn.Module):
+  """The official `MoCo` module as a checkpoint holds it for inference: its query encoder."""
+  widths: Sequence[int]
+  mlp_dim: int
+  dtype: Any = jnp.float32
+
+  def setup(self):
+    self.encoder_q = DegradationEncoder(self.widths, mlp_dim=self.mlp_dim, dtype=self.dtype)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return self.encoder_q(x)[0]
+
+
+def _detect_blindsr(sd: registry.StateDict) -> dict[str, Any]:
+  num_feat = int(sd['G.head.0.weight'].shape[0])
+  ups = registry.count_indices(sd, r'G\.tail\.0\.(\d+)\.weight')
+  num_convs = registry.count_indices(sd, r'E\.encoder_q\.E\.(\d+)\.weight') // 2
+  rep_dim = int(sd['G.compress.0.weight'].shape[0])
+  return dict(
+      num_feat=num_feat, rep_dim=rep_dim,
+      num_group=registry.count_indices(sd, r'G\.body\.(\d+)\.body\.0\.da_conv1\.conv\.weight'),
+      num_block=registry.count_indices(sd, r'G\.body\.0\.body\.(\d+)\.da_conv1\.conv\.weight'),
+      reduction=rep_dim // int(sd['G.body.0.body.0.da_conv1.ca.conv_du.0.weight'].shape[0]),
+      scale=3 if int(sd['G.tail.0.0.weight'].shape[0]) == 9 * num_feat else 2 ** ups,
+      enc_widths=tuple(int(sd[f'E.encoder_q.E.{3 * i}.weight'].shape[0])
+                       for i in range(num_convs)),
+      mlp_dim=int(sd['E.encoder_q.mlp.2.weight'].shape[0]))
+
+
+def _blindsr_reads(kwargs: Mapping[str, Any], key: str) -> bool:
+  """The inference model reads G (less its constant mean shifts) and the query encoder; the key
+  encoder, queue and pointer of a full training state dict are left out."""
+  del kwargs
+  return key.startswith(('G.', 'E.encoder_q.')) and not key.startswith(('G.sub_mean.',
+                                                                        'G.add_mean.'))
+
+
+@registry.register(scale_arg='scale', detect=_detect_blindsr, uses_key=_blindsr_reads,
+                   detect_keys=('G.head.0.weight', 'G.compress.0.weight',
+                                'E.encoder_q.E.0.weight'))
+class BlindSR(nn.Module):
+  """The official `BlindSR` at test time, as `model_*.pt` stores it: the query encoder reads the
+  LR image, the SR network upscales it under that representation; images in [0, 1] here.
+
+  The representation is one per image (the conditional-network interface of
+  `condsr_jax.nn.conditional`): from the whole LR image, as the official test does, up to
+  `support_patch` pixels a side; past that, the mean over `support_size` fixed crops of that
+  size, so memory stays bounded and tiled and whole-image outputs agree.
+  """
+  num_feat: int = 64
+  num_group: int = 5
+  num_block: int = 5
+  reduction: int = 8
+  scale: int = 4
+  rep_dim: int = 64
+  enc_widths: Sequence[int] = (64, 64, 128, 128, 256, 256)
+  mlp_dim: int = 256
+  support_size: int = 4
+  support_patch: int = 512
+  num_in_ch: ClassVar[int] = 3
+  dtype: Any = jnp.float32
+
+  def setup(self):
+    self.E = _MoCoQuery(tuple(self.enc_widths), self.mlp_dim, self.dtype)
+    self.G = DASRNet(self.num_feat, self.num_group, self.num_block, self.reduction, self.scale,
+                     self.rep_dim, dtype=self.dtype)
+
+  def __call__(self, lr: jax.Array) -> jax.Array:
+    return self.upscale(lr, self.condition_from_lr(lr))
+
+  def condition_from_support(self, patches: jax.Array) -> jax.Array:
+    """`[k, n, p, p, 3]` in [0, 1] -> `[k, D]`: the mean representation of each task's crops."""
+    k, n = patches.shape[:2]
+    fea = self.E(patches.reshape(k * n, *patches.shape[2:]) * 255.0)
+    return jnp.mean(fea.reshape(k, n, -1), axis=1)
+
+  def condition_from_lr(self, lr: jax.Array) -> jax.Array:
+    """`[B, h, w, 3]` in [0, 1] -> `[B, D]`: the whole image, or crops past `support_patch`."""
+    if max(lr.shape[1:3]) <= self.support_patch:
+      return self.E(lr * 255.0)
+    return self.condition_from_support(
+        conditional.lr_support_crops(lr, self.support_size, self.support_patch))
+
+  def upscale(self, lr: jax.Array, condition: jax.Array) -> jax.Array:
+    """`[B, h, w, 3]` in [0, 1] (task-major) under `[k, D]` representations -> SR in [0, 1]."""
+    fea = jnp.repeat(condition, lr.shape[0] // condition.shape[0], axis=0)
+    return self.G(lr * 255.0, fea) / 255.0
+
+  def example_inputs(self) -> tuple[jax.Array, ...]:
+    return (jnp.zeros((1, 16, 16, 3), jnp.float32),)
