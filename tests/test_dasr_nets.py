@@ -194,3 +194,23 @@ def test_official_blindsr_state_dict_is_detected_converted_and_tiles_agree():
   np.testing.assert_allclose(net.apply(variables, jnp.asarray(big), method='condition_from_lr'),
                              net.apply(variables, jnp.asarray(crops),
                                        method='condition_from_support'), rtol=1e-6)
+
+
+def test_official_model_pt_upscales_from_the_command_line(request, tmp_path):
+  """tests/fixtures/torch_dasr/model_600.pt: written by torch.save in the official trainer's
+  layout (make_torch_dasr.py); the CLI reads it without torch, detects BlindSR and upscales."""
+  from condsr_jax import cli, images  # pylint: disable=g-import-not-at-top
+  checkpoint = request.config.rootpath / 'tests' / 'fixtures' / 'torch_dasr' / 'model_600.pt'
+  spec, variables = convert.convert_state_dict(convert.read_state_dict(checkpoint))
+  assert spec.arch == 'BlindSR' and spec.scale == 2
+  lr = np.random.default_rng(5).integers(0, 256, (20, 24, 3), np.uint8)
+  images.write_image(tmp_path / 'in.png', lr)
+  assert cli.main(['upscale', str(tmp_path / 'in.png'), '-m', str(checkpoint), '-o',
+                   str(tmp_path / 'out')]) == 0
+  written = sorted((tmp_path / 'out').iterdir())
+  assert len(written) == 1
+  out = images.read_image(written[0])
+  expected = spec.build().apply(variables, jnp.asarray(lr[None] / 255.0, jnp.float32))[0]
+  expected = np.clip(np.round(np.asarray(expected) * 255.0), 0, 255)
+  assert out.shape == (40, 48, 3)
+  assert np.abs(out.astype(np.float32) - expected).max() <= 1.0
