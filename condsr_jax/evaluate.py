@@ -307,8 +307,9 @@ def cli_main(args: argparse.Namespace) -> int:
     degradation = None
     if args.grid == 'draws':
       degradation = _draws_degradation(args.degradation, args.model, upscaler.scale)
+    draw_size = args.draw_size // upscaler.scale * upscaler.scale
     pairs = load_pairs(args.val, upscaler.scale, args.grid, upscaler.in_channels,
-                       args.max_images, degradation, args.draw_size // upscaler.scale * upscaler.scale)
+                       args.max_images, degradation, draw_size)
     crop = upscaler.scale if args.crop_border < 0 else args.crop_border
     validation = SRValidation(pairs, upscaler.scale, crop, False, grid_images=0,
                               perceptual_metrics=loaded, niqe=args.niqe)

@@ -43,9 +43,13 @@ def assert_close(actual, ref, rtol: float = 1e-4) -> None:
   assert err <= rtol, f'max error {err:.2e} of max |ref| (allowed {rtol:.0e})'
 
 
+_TORCH_LEAVES = {'scale': 'weight', 'alpha': 'weight', 'mean': 'running_mean',
+                 'var': 'running_var'}
+
+
 def torch_state_dict(variables) -> dict[str, np.ndarray]:
-  """Flax variables as the PyTorch state dict the converter maps onto them (`body_0/conv1/kernel`
-  -> `body.0.conv1.weight` in OIHW): checkpoints of any size for detection tests."""
+  """Flax variables as the PyTorch state dict the converter maps onto them (`tail_0_0/kernel`
+  -> `tail.0.0.weight` in OIHW, BatchNorm statistics as running_*): checkpoints of any size."""
   flat = traverse_util.flatten_dict(variables)
   spectral = {path[1:-1] for path in flat if path[0] == 'spectral'}
   sd = {}
@@ -56,9 +60,10 @@ def torch_state_dict(variables) -> dict[str, np.ndarray]:
     elif leaf == 'kernel':
       leaf = 'weight_orig' if tuple(modules) in spectral else 'weight'
       value = value.transpose(3, 2, 0, 1) if value.ndim == 4 else value.T
-    elif leaf == 'alpha':
-      leaf = 'weight'
-    sd['.'.join([re.sub(r'_(\d+)$', r'.\1', m) for m in modules] + [leaf])] = value
+    else:
+      leaf = _TORCH_LEAVES.get(leaf, leaf)
+    names = [re.sub(r'_(\d+)(?=(_\d+)*$)', r'.\1', m) for m in modules]
+    sd['.'.join(names + [leaf])] = value
   return sd
 
 

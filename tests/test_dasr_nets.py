@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from conftest import assert_close, nhwc
+from conftest import assert_close, nhwc, torch_state_dict
 from condsr_jax import convert, inference
 from condsr_jax.nn import conditional, dasr, layers
 
@@ -147,14 +147,7 @@ def test_moco_training_step_matches_official(request):
 def _official_layout(variables) -> dict[str, np.ndarray]:
   """Flax BlindSR variables as the official trainer's full BlindSR state dict: torch names,
   plus the constant mean shifts, the key encoder, the queue and BN counters."""
-  sd = {}
-  for (collection, *mods, leaf), value in traverse_util.flatten_dict(variables).items():
-    value = np.asarray(value)
-    if leaf == 'kernel':
-      value = value.transpose(3, 2, 0, 1) if value.ndim == 4 else value.T
-    leaf = {'kernel': 'weight', 'scale': 'weight', 'mean': 'running_mean',
-            'var': 'running_var'}.get(leaf, leaf)
-    sd['.'.join([re.sub(r'_(\d+)(?=(_\d+)*$)', r'.\1', m) for m in mods] + [leaf])] = value
+  sd = torch_state_dict(variables)
   mean = 255.0 * np.asarray(dasr.DIV2K_MEAN, np.float32)
   for name, sign in (('sub_mean', -1), ('add_mean', 1)):
     sd[f'G.{name}.weight'] = np.eye(3, dtype=np.float32)[:, :, None, None]

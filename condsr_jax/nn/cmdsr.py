@@ -32,14 +32,6 @@ def unstack_support(support: jax.Array, num_ch: int = 3) -> jax.Array:
   return support.reshape(k, h, w, n, num_ch).transpose(0, 3, 1, 2, 4).reshape(k * n, h, w, num_ch)
 
 
-def per_sample(task_values: jax.Array, batch: int) -> jax.Array:
-  """Repeats `[k, ...]` per-task values over a task-major batch: sample j gets task j // (B/k)."""
-  k = task_values.shape[0]
-  if batch % k:
-    raise ValueError(f'batch of {batch} images is not a multiple of the {k} tasks')
-  return jnp.repeat(task_values, batch // k, axis=0)
-
-
 class EqualLinear(nn.Module):
   """StyleGAN2 equalised-LR linear layer (CMDSR's modulation FCs).
 
@@ -174,7 +166,7 @@ class CMDSRBaseNet(nn.Module):
     else:
       raise ValueError(f'CMDSR scale must be a power of 2 or 3, got {self.scale}')
     mods = Modulations((self.num_feat,) * (2 * self.num_block), name='modulations')(condition)
-    mods = [per_sample(m, x.shape[0]) for m in mods]
+    mods = [conditional.per_sample(m, x.shape[0]) for m in mods]
     conv = functools.partial(EqualConv, dtype=self.dtype)
     head = conv(self.num_feat, name='input_conv')(x)
     body = head
@@ -327,7 +319,7 @@ class CMDSRRRDBNet(ConditionalCMDSR):
     return self.condition_net(support * self.support_range)
 
   def super_resolve(self, lr: jax.Array, condition: jax.Array) -> jax.Array:
-    s = [per_sample(m, lr.shape[0]) for m in self.modulations(condition)]
+    s = [conditional.per_sample(m, lr.shape[0]) for m in self.modulations(condition)]
     body_scales = [[s[15 * b + 5 * r: 15 * b + 5 * r + 5] for r in range(3)]
                    for b in range(self.num_block)]
     return self.sr_net(lr, body_scales)

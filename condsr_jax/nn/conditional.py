@@ -6,7 +6,8 @@ A conditional network (e.g. `CMDSRNet`) has, all images in [0, 1]:
 - `condition_from_support(patches)`: `[k, n, p, p, C]` (n crops per task) -> `[k, D]`,
 - `condition_from_lr(lr)`: `[B, h, w, C]` -> `[B, D]`, each image conditioning itself through
   `lr_support_crops`,
-- `upscale(lr, condition)`: `[B, h, w, C]` under `[k, D]` (task-major batch) -> SR.
+- `upscale(lr, condition)`: `[B, h, w, C]` under `[k, D]` (task-major batch; `per_sample`
+  spreads the conditions over it) -> SR.
 """
 
 import math
@@ -61,3 +62,11 @@ def support_crops(images: Sequence[np.ndarray], n: int, patch: int) -> np.ndarra
     for j, (t, l) in zip(mine, support_positions(*img.shape[:2], len(mine), patch)):
       crops[j] = img[t:t + patch, l:l + patch]
   return np.stack(crops)[None].astype(np.float32)
+
+
+def per_sample(task_values: jax.Array, batch: int) -> jax.Array:
+  """Repeats `[k, ...]` per-task values over a task-major batch: sample j gets task j // (B/k)."""
+  k = task_values.shape[0]
+  if batch % k:
+    raise ValueError(f'batch of {batch} images is not a multiple of the {k} tasks')
+  return jnp.repeat(task_values, batch // k, axis=0)

@@ -295,8 +295,7 @@ class BlindSR(nn.Module):
 
   def upscale(self, lr: jax.Array, condition: jax.Array) -> jax.Array:
     """`[B, h, w, 3]` in [0, 1] (task-major) under `[k, D]` representations -> SR in [0, 1]."""
-    fea = jnp.repeat(condition, lr.shape[0] // condition.shape[0], axis=0)
-    return self.G(lr * 255.0, fea) / 255.0
+    return self.G(lr * 255.0, conditional.per_sample(condition, lr.shape[0])) / 255.0
 
   def example_inputs(self) -> tuple[jax.Array, ...]:
     return (jnp.zeros((1, 16, 16, 3), jnp.float32),)
