@@ -17,7 +17,6 @@ section to --out (replacing an earlier one).
 
 import argparse
 import os
-import re
 import tempfile
 import time
 
@@ -34,8 +33,10 @@ import numpy as np
 
 from condsr_jax import config as config_lib, images, inference, metrics, methods, models
 from condsr_jax import evaluate as evaluate_lib, train, xla_flags
-from condsr_jax.degrade import records, sampling, tasks
-from condsr_jax.methods import cmdsr as cmdsr_method
+from condsr_jax.degrade import classic, records, sampling, tasks
+import report as report_lib  # experiments/report.py
+
+_ms = report_lib.mean_std
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCALE, PATCH, CROP_PAD, EVAL_HR = 2, 16, 96, 128
@@ -111,7 +112,7 @@ def evaluate(products: dict, n: int, held_out: list[dict], seed: int) -> dict:
   for t in held_out:
     if 'oracle' in products:
       o_spec, o_vars = products['oracle']
-      cond = o_spec.build().apply(o_vars, cmdsr_method.oracle_features(t['record']))
+      cond = o_spec.build().apply(o_vars, classic.oracle_features(t['record']))
       sr = np.asarray(net.apply(variables, jnp.asarray(t['lq'])[None], cond,
                                 method='upscale'))[0]
       conds.append(np.concatenate([cond, cond]))
@@ -161,13 +162,6 @@ def bicubic_cells(held_out: list[dict]) -> dict:
   return {k: float(np.mean(v)) for k, v in cells.items()}
 
 
-def _ms(values, digits: int = 2) -> str:
-  """'mean ± std' over seeds ('value' for one seed)."""
-  if len(values) == 1:
-    return f'{values[0]:.{digits}f}'
-  return f'{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}'
-
-
 def report(results: dict, sweep: dict, bicubic: dict, args, elapsed: float) -> str:
   seeds = args.seeds
   lines = [SECTION, '',
@@ -209,15 +203,6 @@ def report(results: dict, sweep: dict, bicubic: dict, args, elapsed: float) -> s
   return '\n'.join(lines) + '\n'
 
 
-def write_section(path: str, text: str) -> None:
-  old = open(path).read() if os.path.exists(path) else '# Results\n\n'
-  pattern = re.escape(SECTION) + r'.*?(?=\n## |\Z)'
-  new = re.sub(pattern, text.rstrip('\n'), old, flags=re.S) if SECTION in old else (
-      old.rstrip('\n') + '\n\n' + text)
-  with open(path, 'w') as f:
-    f.write(new)
-
-
 def main():
   xla_flags.tune_xla_cpu()
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -234,7 +219,7 @@ def main():
                for s in args.sweep_seeds] for n in args.sweep}
   text = report(results, sweep, bicubic_cells(cache[4]), args, time.time() - t0)
   print(text)
-  write_section(args.out, text)
+  report_lib.write_section(args.out, SECTION, text)
 
 
 if __name__ == '__main__':

@@ -15,7 +15,7 @@ Blur reflects (reflect-101) at each patch's border, as both references blur patc
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -68,6 +68,17 @@ def default_config(scale: int = 4, reference: str = 'cmdsr') -> ml_collections.C
     c.rounding = 'round'
     c.jpeg_prob = 0.0
   return c
+
+
+# The degradation parameters an oracle condition reads, with the scales that normalise them.
+ORACLE_FEATURES = (('blur/sigma_x', 4.0), ('blur/sigma_y', 4.0), ('blur/theta', np.pi),
+                   ('noise/sigma', 75.0))
+
+
+def oracle_features(record: Mapping[str, jax.Array]) -> jax.Array:
+  """[k, 4] normalised true degradation parameters of k tasks: an oracle condition's input."""
+  return jnp.stack([jnp.asarray(record[name], jnp.float32) / s for name, s in ORACLE_FEATURES],
+                   -1)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,19 +19,15 @@ from typing import Any, Mapping
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 
 from condsr_jax import losses, models
-from condsr_jax.degrade import tasks
+from condsr_jax.degrade import classic, tasks
 from condsr_jax.methods import api, common, optimizers
-from condsr_jax.nn import cmdsr as cmdsr_nn
+from condsr_jax.nn import cmdsr as cmdsr_nn, conditional
 
 CONDITIONS = ('support', 'oracle', 'none')
 SCHEDULES = ('alternating', 'joint')
-# Degradation parameters the oracle sees (normalised by these scales).
-ORACLE_FEATURES = (('blur/sigma_x', 4.0), ('blur/sigma_y', 4.0), ('blur/theta', np.pi),
-                   ('noise/sigma', 75.0))
 CONDITION_KEYS = ('condition_net', 'oracle')  # the parameters optimiser 'condition' steps
 
 
@@ -39,12 +35,6 @@ def split(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
   """(SR part, condition part) of the parameters: CMDSR's two optimiser groups."""
   return ({k: v for k, v in params.items() if k not in CONDITION_KEYS},
           {k: v for k, v in params.items() if k in CONDITION_KEYS})
-
-
-def oracle_features(record: Mapping[str, jax.Array]) -> jax.Array:
-  """[k, 4] normalised true degradation parameters of k tasks: the oracle's input."""
-  return jnp.stack([jnp.asarray(record[name], jnp.float32) / s for name, s in ORACLE_FEATURES],
-                   -1)
 
 
 @api.register('cmdsr')
@@ -103,7 +93,7 @@ class CMDSRMethod(api.MethodBase):
     self.net = self.spec.build(dtype=jnp.dtype(config.model.dtype))
     self.n = self.net.support_size
     self.range = self.net.image_range  # the L1 is the reference's (CMDSRNet: 0..255)
-    self.oracle = cmdsr_nn.OracleCondition(2 * self.net.cond_feat)
+    self.oracle = conditional.OracleCondition(2 * self.net.cond_feat)
     self.tx = optimizers.build_all(config.optim)
 
   def streams(self):
@@ -131,7 +121,7 @@ class CMDSRMethod(api.MethodBase):
     else:
       params = dict(self.net.init(k_net, *self.net.example_inputs())['params'])
     if self.config.cmdsr.condition == 'oracle':
-      x = jnp.zeros((1, len(ORACLE_FEATURES)))
+      x = jnp.zeros((1, len(classic.ORACLE_FEATURES)))
       params['oracle'] = self.oracle.init(k_oracle, x)['params']
     sr_part, cond_part = split(params)
     joint = self.config.cmdsr.schedule == 'joint'
@@ -146,7 +136,7 @@ class CMDSRMethod(api.MethodBase):
     """[k, D] conditions of k tasks from their support patches [k, n, p, p, C] in [0, 1]
     ('support'; zeros for 'none') or from the true degradation record ('oracle')."""
     if self.config.cmdsr.condition == 'oracle':
-      return self.oracle.apply({'params': params['oracle']}, oracle_features(record))
+      return self.oracle.apply({'params': params['oracle']}, classic.oracle_features(record))
     net_params = {k: v for k, v in params.items() if k != 'oracle'}
     return self.net.apply({'params': net_params}, patches, method='condition_from_support')
 

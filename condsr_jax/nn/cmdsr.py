@@ -325,17 +325,6 @@ class CMDSRRRDBNet(ConditionalCMDSR):
     return self.sr_net(lr, body_scales)
 
 
-@registry.register()
-class OracleCondition(nn.Module):
-  """A condition from the true degradation parameters (a 2-layer MLP): the upper bound that
-  experiments compare a learned condition with."""
-  features: int = 128
-
-  @nn.compact
-  def __call__(self, degradation_params: jax.Array) -> jax.Array:
-    return nn.Dense(self.features)(nn.relu(nn.Dense(self.features)(degradation_params)))
-
-
 def _shapes(tree: Any) -> Any:
   return jax.tree.map(lambda a: tuple(a.shape), tree)
 

@@ -16,6 +16,9 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import linen as nn
+
+from condsr_jax.nn import registry
 
 
 def support_positions(h: int, w: int, n: int, patch: int) -> list[tuple[int, int]]:
@@ -70,3 +73,14 @@ def per_sample(task_values: jax.Array, batch: int) -> jax.Array:
   if batch % k:
     raise ValueError(f'batch of {batch} images is not a multiple of the {k} tasks')
   return jnp.repeat(task_values, batch // k, axis=0)
+
+
+@registry.register()
+class OracleCondition(nn.Module):
+  """A condition from the true degradation parameters (a 2-layer MLP): the upper bound that
+  experiments compare a learned condition with."""
+  features: int = 128
+
+  @nn.compact
+  def __call__(self, degradation_params: jax.Array) -> jax.Array:
+    return nn.Dense(self.features)(nn.relu(nn.Dense(self.features)(degradation_params)))
