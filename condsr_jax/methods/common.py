@@ -1,6 +1,7 @@
 """Pieces several methods build from config: network specs, the training stream, pixel and
 perceptual losses."""
 
+import dataclasses
 import os
 from typing import Any, Callable
 
@@ -39,8 +40,9 @@ def generator_spec(config: ml_collections.ConfigDict, section: str = 'model') ->
   kwargs = dict(net.kwargs)
   if arch.scale_arg:
     kwargs[arch.scale_arg] = config.scale
+  constructor_args = {f.name for f in dataclasses.fields(arch.module)}  # not ClassVars
   for name in ('num_in_ch', 'num_out_ch'):
-    if name in arch.module.__dataclass_fields__:
+    if name in constructor_args:
       kwargs.setdefault(name, config.data.channels)
   return models.ModelSpec(net.arch, kwargs)
 

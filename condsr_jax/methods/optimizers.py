@@ -87,9 +87,11 @@ def learning_rate(spec: ml_collections.ConfigDict) -> optax.Schedule:
   return schedule
 
 
-def build(spec: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """The optax optimiser of one `optimizer_config` section."""
-  lr = learning_rate(spec)
+def build(spec: ml_collections.ConfigDict, lr: optax.Schedule | None = None
+          ) -> optax.GradientTransformation:
+  """The optax optimiser of one `optimizer_config` section; `lr` replaces its schedule (a
+  method whose rate follows its own stages, e.g. DASR's encoder)."""
+  lr = lr or learning_rate(spec)
   if spec.kind == 'adam':
     tx = optax.adam(lr, b1=spec.b1, b2=spec.b2, eps=spec.eps)
     if spec.weight_decay:  # torch's Adam adds L2 weight decay to the gradient
