@@ -26,8 +26,9 @@ class DegradationEncoder(nn.Module):
   """Official `Encoder`: 3x3 conv-BN-LeakyReLU layers, global average pooling, then an MLP.
 
   Returns (fea, proj): fea [B, widths[-1]] is the representation the SR network reads, proj
-  [B, mlp_dim] what MoCo normalises into its query or key. `train` uses batch statistics and
-  updates the running ones (the 'batch_stats' collection).
+  [B, mlp_dim] what MoCo normalises into its query or key; with `spatial` also the map before
+  pooling [B, h / 4, w / 4, widths[-1]]. `train` uses batch statistics and updates the running
+  ones (the 'batch_stats' collection).
   """
   widths: Sequence[int] = (64, 64, 128, 128, 256, 256)
   strides: Sequence[int] = (1, 1, 2, 1, 2, 1)
@@ -35,7 +36,8 @@ class DegradationEncoder(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array]:
+  def __call__(self, x: jax.Array, train: bool = False, spatial: bool = False
+               ) -> tuple[jax.Array, ...]:
     for i, (width, stride) in enumerate(zip(self.widths, self.strides)):
       x = layers.conv(width, stride=stride, dtype=self.dtype, name=f'E_{3 * i}')(x)
       x = layers.BatchNorm(dtype=self.dtype, name=f'E_{3 * i + 1}')(x, train)
@@ -43,7 +45,25 @@ class DegradationEncoder(nn.Module):
     fea = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
     proj = nn.Dense(self.mlp_dim, dtype=self.dtype, name='mlp_0')(fea)
     proj = nn.Dense(self.mlp_dim, dtype=self.dtype, name='mlp_2')(_lrelu(proj))
+    if spatial:
+      return fea, proj.astype(jnp.float32), x
     return fea, proj.astype(jnp.float32)
+
+
+class Predictor(nn.Module):
+  """BYOL's predictor on the query projection (Dense, LeakyReLU, Dense): with it, the query
+  encoder can match the momentum encoder's keys without negatives and without collapsing."""
+  hidden: int = 256
+  features: int = 256
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return nn.Dense(self.features, name='fc_2')(_lrelu(nn.Dense(self.hidden, name='fc_0')(x)))
+
+
+def byol_loss(p: jax.Array, k: jax.Array) -> jax.Array:
+  """BYOL's negative-free objective: 2 - 2 cos(prediction, key), averaged over the batch."""
+  return jnp.mean(2.0 - 2.0 * jnp.sum(normalize(p) * normalize(k), axis=-1))
 
 
 def normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
@@ -76,6 +96,12 @@ def enqueue(queue: jax.Array, pointer: jax.Array, keys: jax.Array) -> tuple[jax.
   return queue, (pointer + n) % k_size
 
 
+def momentum_update(params_k: Any, params_q: Any, momentum: float) -> Any:
+  """MoCo's key encoder step: k <- m k + (1 - m) q, with no gradient into q."""
+  return jax.tree.map(lambda k, q: k * momentum + jax.lax.stop_gradient(q) * (1 - momentum),
+                      params_k, params_q)
+
+
 def moco_forward(encoder: DegradationEncoder, variables_q: Any, variables_k: Any,
                  queue: jax.Array, pointer: jax.Array, im_q: jax.Array, im_k: jax.Array,
                  momentum: float = 0.999, temperature: float = 0.07) -> dict[str, Any]:
@@ -88,8 +114,7 @@ def moco_forward(encoder: DegradationEncoder, variables_q: Any, variables_k: Any
   'pointer'.
   """
   (embedding, q_proj), q_state = encoder.apply(variables_q, im_q, True, mutable=['batch_stats'])
-  params_k = jax.tree.map(lambda k, q: k * momentum + jax.lax.stop_gradient(q) * (1 - momentum),
-                          variables_k['params'], variables_q['params'])
+  params_k = momentum_update(variables_k['params'], variables_q['params'], momentum)
   (_, k_proj), k_state = encoder.apply({**variables_k, 'params': params_k}, im_k, True,
                                        mutable=['batch_stats'])
   k_proj = jax.lax.stop_gradient(k_proj)
@@ -180,6 +205,38 @@ class DAGroup(nn.Module):
     return layers.conv(self.features, dtype=self.dtype, name=f'body_{self.num_blocks}')(res) + x
 
 
+def _neighbours(x: jax.Array, k: int = 3) -> jax.Array:
+  """[B, h, w, C] -> [B, h, w, k * k, C]: each pixel's k x k neighbourhood (zero padding)."""
+  h, w, pad = x.shape[1], x.shape[2], k // 2
+  xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  return jnp.stack([xp[:, dy:dy + h, dx:dx + w] for dy in range(k) for dx in range(k)], axis=3)
+
+
+class LocalAttentionFusion(nn.Module):
+  """The spatial representation attends over 3x3 neighbourhoods of the LR features.
+
+  The encoder's map before pooling (stride 4) is brought to the LR grid (nearest) and is the
+  query; the LR features are keys and values. The result is added to the features through a
+  zero-initialised projection, so the network starts as the one without fusion.
+  """
+  dim: int = 32
+  window: int = 3
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, feat: jax.Array, rep_map: jax.Array) -> jax.Array:
+    h, w = feat.shape[1:3]
+    stride = -(-h // rep_map.shape[1])
+    rep = jnp.repeat(jnp.repeat(rep_map, stride, axis=1), stride, axis=2)[:, :h, :w]
+    dense = functools.partial(nn.Dense, dtype=self.dtype)
+    q = dense(self.dim, name='query')(rep.astype(feat.dtype))
+    keys = _neighbours(dense(self.dim, name='key')(feat), self.window)
+    values = _neighbours(feat, self.window)
+    att = jax.nn.softmax(jnp.einsum('bhwd,bhwnd->bhwn', q, keys) / self.dim ** 0.5, axis=-1)
+    fused = jnp.einsum('bhwn,bhwnc->bhwc', att, values)
+    return feat + dense(feat.shape[-1], kernel_init=nn.initializers.zeros, name='proj')(fused)
+
+
 class DASRNet(nn.Module):
   """Official `DASR` (the generator G): LR [B, h, w, 3] at 0..255 and the encoder's
   representation [B, rep_dim] -> SR [B, h * scale, w * scale, 3] at 0..255."""
@@ -192,14 +249,18 @@ class DASRNet(nn.Module):
   num_ch: int = 3
   rgb_range: float = 255.0
   rgb_mean: Sequence[float] = DIV2K_MEAN
+  local_fusion: bool = False  # seed 004: fuse the encoder's map before pooling after the head
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, fea: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, fea: jax.Array, rep_map: jax.Array | None = None
+               ) -> jax.Array:
     mean = self.rgb_range * jnp.asarray(self.rgb_mean, jnp.float32)
     # k_v: the compressed representation every DA conv reads.
     rep = _lrelu(nn.Dense(self.rep_dim, use_bias=False, dtype=self.dtype, name='compress_0')(fea))
     x = layers.conv(self.num_feat, dtype=self.dtype, name='head_0')(x - mean)
+    if self.local_fusion:
+      x = LocalAttentionFusion(self.rep_dim, dtype=self.dtype, name='fusion')(x, rep_map)
     res = x
     for i in range(self.num_group):
       res = DAGroup(self.num_feat, self.num_block, self.reduction, self.dtype,
@@ -219,8 +280,10 @@ class _MoCoQuery(nn.Module):
   def setup(self):
     self.encoder_q = DegradationEncoder(self.widths, mlp_dim=self.mlp_dim, dtype=self.dtype)
 
-  def __call__(self, x: jax.Array) -> jax.Array:
-    return self.encoder_q(x)[0]
+  def __call__(self, x: jax.Array, spatial: bool = False) -> jax.Array | tuple[jax.Array, ...]:
+    """fea [B, D]; with `spatial`, (fea, the map before pooling)."""
+    out = self.encoder_q(x, spatial=spatial)
+    return (out[0], out[2]) if spatial else out[0]
 
 
 def _detect_blindsr(sd: registry.StateDict) -> dict[str, Any]:
@@ -269,13 +332,19 @@ class BlindSR(nn.Module):
   mlp_dim: int = 256
   support_size: int = 4
   support_patch: int = 512
+  blind: bool = False
+  local_fusion: bool = False
   num_in_ch: ClassVar[int] = 3
   dtype: Any = jnp.float32
 
   def setup(self):
-    self.E = _MoCoQuery(tuple(self.enc_widths), self.mlp_dim, self.dtype)
+    if self.blind:
+      self.blind_rep = self.param('blind_rep', nn.initializers.normal(1.0),
+                                  (self.enc_widths[-1],))
+    else:
+      self.E = _MoCoQuery(tuple(self.enc_widths), self.mlp_dim, self.dtype)
     self.G = DASRNet(self.num_feat, self.num_group, self.num_block, self.reduction, self.scale,
-                     self.rep_dim, dtype=self.dtype)
+                     self.rep_dim, local_fusion=self.local_fusion, dtype=self.dtype)
 
   def __call__(self, lr: jax.Array) -> jax.Array:
     return self.upscale(lr, self.condition_from_lr(lr))
@@ -283,11 +352,15 @@ class BlindSR(nn.Module):
   def condition_from_support(self, patches: jax.Array) -> jax.Array:
     """`[k, n, p, p, 3]` in [0, 1] -> `[k, D]`: the mean representation of each task's crops."""
     k, n = patches.shape[:2]
+    if self.blind:
+      return jnp.broadcast_to(self.blind_rep, (k, self.enc_widths[-1]))
     fea = self.E(patches.reshape(k * n, *patches.shape[2:]) * 255.0)
     return jnp.mean(fea.reshape(k, n, -1), axis=1)
 
   def condition_from_lr(self, lr: jax.Array) -> jax.Array:
     """`[B, h, w, 3]` in [0, 1] -> `[B, D]`: the whole image, or crops past `support_patch`."""
+    if self.blind:
+      return jnp.broadcast_to(self.blind_rep, (lr.shape[0], self.enc_widths[-1]))
     if max(lr.shape[1:3]) <= self.support_patch:
       return self.E(lr * 255.0)
     return self.condition_from_support(
@@ -295,7 +368,8 @@ class BlindSR(nn.Module):
 
   def upscale(self, lr: jax.Array, condition: jax.Array) -> jax.Array:
     """`[B, h, w, 3]` in [0, 1] (task-major) under `[k, D]` representations -> SR in [0, 1]."""
-    return self.G(lr * 255.0, conditional.per_sample(condition, lr.shape[0])) / 255.0
+    rep_map = self.E(lr * 255.0, spatial=True)[1] if self.local_fusion else None
+    return self.G(lr * 255.0, conditional.per_sample(condition, lr.shape[0]), rep_map) / 255.0
 
   def example_inputs(self) -> tuple[jax.Array, ...]:
     return (jnp.zeros((1, 16, 16, 3), jnp.float32),)
