@@ -114,3 +114,33 @@ def smoke_config():
     return c
 
   return make
+
+
+def start_training(config, devices=None):
+  """(method, initial loop state, jitted loop step) of a config, as the loop builds them; on a
+  ('data',) mesh of `devices` (state replicated, batch sharded) when given."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from condsr_jax import methods, train  # pylint: disable=g-import-not-at-top
+  method = methods.build(config)
+  rng = jax.random.key_data(jax.random.key(0))
+  step = train.make_train_step(method, config.train.ema_decay)
+  if devices is None:
+    return method, jax.jit(lambda: train.init_loop_state(method, rng, {}))(), jax.jit(step)
+  mesh = jax.sharding.Mesh(np.array(devices), ('data',))
+  repl = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  data = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
+  state = jax.jit(lambda: train.init_loop_state(method, rng, {}), out_shardings=repl)()
+  sharded = jax.jit(step, in_shardings=(repl, data, repl), out_shardings=(repl, repl))
+  return method, state, lambda s, batch, consts: sharded(s, jax.device_put(batch, data), consts)
+
+
+def training_batch(method, config, seed: int = 0) -> dict:
+  """A 'train' stream batch as grain delivers it: random GT canvases plus the method's
+  per-element degradation draws."""
+  rng = np.random.default_rng(seed)
+  sampler = method.degradation.param_sampler()
+  k, size = config.data.batch_size, method.degradation.canvas
+  elems = [sampler(rng) for _ in range(k)]
+  batch = {key: np.stack([e[key] for e in elems]) for key in elems[0]}
+  batch['gt'] = rng.random((k, size, size, 3), np.float32)
+  return {'train': batch}

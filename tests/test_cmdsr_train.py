@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from condsr_jax import cli, convert, images, methods, models, train
-from conftest import evaluate_command_psnr
+from conftest import evaluate_command_psnr, start_training, training_batch
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -33,37 +33,20 @@ def test_recipe_trains_resumes_exports_and_upscales(tmp_path, name, smoke_config
   assert images.read_image(out / 'in_out.png').shape == (96, 80, 3)
 
 
-def _start(config):
-  method = methods.build(config)
-  state = jax.jit(lambda: train.init_loop_state(
-      method, jax.random.key_data(jax.random.key(0)), {}))()
-  return method, state, jax.jit(train.make_train_step(method, config.train.ema_decay))
-
-
-def _batch(method, config, seed=0):
-  rng = np.random.default_rng(seed)
-  sampler = method.degradation.param_sampler()
-  k, size = config.data.batch_size, method.degradation.canvas
-  elems = [sampler(rng) for _ in range(k)]
-  batch = {key: np.stack([e[key] for e in elems]) for key in elems[0]}
-  batch['gt'] = rng.random((k, size, size, 3), np.float32)
-  return {'train': batch}
-
-
 def _same(a, b) -> bool:
   return all(jax.tree.leaves(jax.tree.map(np.array_equal, a, b)))
 
 
 def test_condition_net_steps_every_cond_every_sr_steps(smoke_config):
   config = smoke_config('cmdsr_srresnet_x4', **{'cmdsr.cond_every': 4})
-  method, state, step = _start(config)
+  method, state, step = start_training(config)
   params = lambda s: s.method.params['generator']  # pylint: disable=unnecessary-lambda-assignment
   cond0, sr0 = params(state)['condition_net'], params(state)['sr_net']
-  state, m1 = step(state, _batch(method, config, 1), {})  # SR steps 1, 2
+  state, m1 = step(state, training_batch(method, config, 1), {})  # SR steps 1, 2
   assert _same(cond0, params(state)['condition_net'])
   assert not _same(sr0, params(state)['sr_net'])
   cond1 = params(state)['condition_net']
-  state, m2 = step(state, _batch(method, config, 2), {})  # SR steps 3, 4: condition step
+  state, m2 = step(state, training_batch(method, config, 2), {})  # SR steps 3, 4: condition step
   assert not _same(cond1, params(state)['condition_net'])
   for m in (m1, m2):
     assert {'l_sr', 'l_con', 'd_in', 'd_cross'} <= set(m)
@@ -72,11 +55,11 @@ def test_condition_net_steps_every_cond_every_sr_steps(smoke_config):
 @pytest.mark.parametrize('condition', ['oracle', 'none'])
 def test_oracle_and_blind_conditions_train_and_export(condition, smoke_config):
   config = smoke_config('cmdsr_srresnet_x4', **{'cmdsr.condition': condition})
-  method, state, step = _start(config)
+  method, state, step = start_training(config)
   params = state.method.params['generator']
   assert ('oracle' in params) == (condition == 'oracle')
   assert 'condition_net' not in params
-  state, m = step(state, _batch(method, config), {})
+  state, m = step(state, training_batch(method, config), {})
   assert np.isfinite(float(m['loss'])) and int(state.step) == 1
   products = method.exports(state.method, state.ema)
   assert products['generator'].spec.kwargs['blind']

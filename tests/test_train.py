@@ -13,8 +13,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from condsr_jax import config as config_lib, methods, models, train
-from conftest import evaluate_command_psnr
+from condsr_jax import config as config_lib, models, train
+from conftest import evaluate_command_psnr, start_training, training_batch
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SMOKE = 'configs/edsr_bicubic_x4.py:smoke'
@@ -83,22 +83,13 @@ def test_resume_is_exact(tmp_path, smoke_config):
 
 def test_sharded_step_equals_single_device_step(smoke_config):
   assert jax.device_count() == 4
-  method = methods.build(smoke_config())
-  rng = jax.random.key_data(jax.random.key(0))
-  raw = np.random.default_rng(0).random((4, 32, 32, 3), np.float32)
-  sampler = method.degradation.param_sampler()
-  draws = [sampler(np.random.default_rng(i)) for i in range(4)]
-  batch = {'train': {'gt': raw, **{k: np.stack([d[k] for d in draws]) for k in draws[0]}}}
+  config = smoke_config()
   results = []
   for devices in (jax.devices(), jax.devices()[:1]):
-    mesh = jax.sharding.Mesh(np.array(devices), ('data',))
-    repl = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    data = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
-    state = jax.jit(lambda: train.init_loop_state(method, rng, {}), out_shardings=repl)()
-    step = jax.jit(train.make_train_step(method, 0.999), in_shardings=(repl, data, repl),
-                   out_shardings=(repl, repl))
+    method, state, step = start_training(config, devices)
+    batch = training_batch(method, config)
     for _ in range(2):
-      state, metrics = step(state, jax.device_put(batch, data), {})
+      state, metrics = step(state, batch, {})
     results.append((jax.device_get(state.method.params), float(metrics['loss'])))
   (p4, l4), (p1, l1) = results
   assert abs(l4 - l1) < 1e-6
