@@ -79,9 +79,7 @@ class CMDSRMethod(api.MethodBase):
     check(len(crops) == 1 and crops[0][1] == 2 * n, 'degradation.tasks.crops',
           f'CMDSR needs one group of 2 x support_size = {2 * n} patches', crops)
     if c.condition == 'oracle':
-      check(config.degradation.kind == 'classic', 'degradation.kind',
-            "the oracle condition reads the 'classic' degradation's blur and noise parameters",
-            config.degradation.kind)
+      common.validate_oracle(config)
 
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__(config)
@@ -232,8 +230,8 @@ class CMDSRMethod(api.MethodBase):
     products = {'generator': api.Product(
         self.spec, {'params': {k: v for k, v in ema.items() if k != 'oracle'}})}
     if 'oracle' in ema:
-      spec = models.ModelSpec('OracleCondition', {'features': self.oracle.features})
-      products['oracle'] = api.Product(spec, {'params': ema['oracle']})
+      products['oracle'] = api.Product(common.oracle_spec(self.oracle.features),
+                                       {'params': ema['oracle']})
     return products
 
   def evaluators(self) -> dict[str, api.Evaluator]:

@@ -150,6 +150,19 @@ def perceptual_term(loss: ml_collections.ConfigDict, module: Any, variables: Any
   return term
 
 
+def validate_oracle(config: ml_collections.ConfigDict) -> None:
+  """An oracle condition (`nn.conditional.OracleCondition`) reads the true blur and noise
+  parameters of the 'classic' degradation."""
+  check(config.degradation.kind == 'classic', 'degradation.kind',
+        "the oracle condition reads the 'classic' degradation's blur and noise parameters",
+        config.degradation.kind)
+
+
+def oracle_spec(features: int) -> models.ModelSpec:
+  """The spec an oracle MLP of `features` outputs is exported with."""
+  return models.ModelSpec('OracleCondition', {'features': features})
+
+
 # A degradation kind of the pixel methods: the LR comes from the data (an aligned `gt/` + `lq/`
 # folder, BasicSR's PairedImageDataset) instead of being synthesised.
 PAIRED = 'paired'

@@ -112,9 +112,7 @@ class DASRMethod(api.MethodBase):
       check(c.queue_size > 0 and c.queue_size % k == 0, 'dasr.queue_size',
             f'must be a positive multiple of the batch of {k} tasks', c.queue_size)
     if c.condition == 'oracle':
-      check(config.degradation.kind == 'classic', 'degradation.kind',
-            "the oracle condition reads the 'classic' degradation's blur and noise parameters",
-            config.degradation.kind)
+      common.validate_oracle(config)
 
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__(config)
@@ -318,8 +316,8 @@ class DASRMethod(api.MethodBase):
       variables['batch_stats'] = state.extra['batch_stats']
     products = {'generator': api.Product(self.spec, variables)}
     if 'oracle' in ema:
-      spec = models.ModelSpec('OracleCondition', {'features': self.oracle.features})
-      products['oracle'] = api.Product(spec, {'params': ema['oracle']})
+      products['oracle'] = api.Product(common.oracle_spec(self.oracle.features),
+                                       {'params': ema['oracle']})
     return products
 
   def evaluators(self) -> dict[str, api.Evaluator]:
