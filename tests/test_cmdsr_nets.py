@@ -125,6 +125,21 @@ def test_unit_range_interface_matches_pytorch(cmdsr_fixture):
       sr * 255.0, net.apply(variables, lr * 255.0, cond[:1], method='super_resolve'), rtol=1e-6)
 
 
+def test_mean_shift_option_shifts_the_reference_network(cmdsr_fixture):
+  """`rgb_mean` runs the same weights on the image minus 255 x mean and adds it back."""
+  data, _, spec, variables = cmdsr_fixture
+  mean = (0.4, 0.5, 0.6)
+  shifted = models.ModelSpec(spec.arch, {**spec.kwargs, 'rgb_mean': mean}).build()
+  lr, cond = nhwc(data['in/lr_single']), data['out/cond'][:1, :, 0, 0]
+  offset = 255.0 * np.asarray(mean, np.float32)
+  want = spec.build().apply(variables, lr - offset, cond, method='super_resolve') + offset
+  got = shifted.apply(variables, lr, cond, method='super_resolve')
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-3)
+  with pytest.raises(ValueError, match='rgb_mean has 2 values'):
+    models.ModelSpec(spec.arch, {**spec.kwargs, 'rgb_mean': (0.4, 0.5)}).build().apply(
+        variables, lr, cond, method='super_resolve')
+
+
 def _small(arch: str, **kwargs) -> models.ModelSpec:
   base = dict(num_feat=8, num_block=1, support_size=3, support_patch=6, cond_feat=4, scale=2)
   if arch == 'CMDSRRRDBNet':

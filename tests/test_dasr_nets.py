@@ -72,7 +72,7 @@ def test_sr_network_matches_official(request):
   data = _fixture(request, 'dasr_wang_sr')
   sd = _state_dict(data, 'G.')
   # MeanShift keeps the official constants, which the network holds as such.
-  mean = 255.0 * np.asarray(dasr.DIV2K_MEAN, np.float32)
+  mean = 255.0 * np.asarray(layers.DIV2K_MEAN, np.float32)
   np.testing.assert_allclose(sd.pop('sub_mean.bias'), -mean, rtol=1e-6)
   np.testing.assert_allclose(sd.pop('add_mean.bias'), mean, rtol=1e-6)
   for name in ('sub_mean.weight', 'add_mean.weight'):
@@ -148,7 +148,7 @@ def _official_layout(variables) -> dict[str, np.ndarray]:
   """Flax BlindSR variables as the official trainer's full BlindSR state dict: torch names,
   plus the constant mean shifts, the key encoder, the queue and BN counters."""
   sd = torch_state_dict(variables)
-  mean = 255.0 * np.asarray(dasr.DIV2K_MEAN, np.float32)
+  mean = 255.0 * np.asarray(layers.DIV2K_MEAN, np.float32)
   for name, sign in (('sub_mean', -1), ('add_mean', 1)):
     sd[f'G.{name}.weight'] = np.eye(3, dtype=np.float32)[:, :, None, None]
     sd[f'G.{name}.bias'] = sign * mean

@@ -14,7 +14,6 @@ from flax import linen as nn
 
 from condsr_jax.nn import conditional, edsr, layers, registry
 
-DIV2K_MEAN = (0.4488, 0.4371, 0.4040)  # the official MeanShift's constants (std 1)
 _SLOPE = 0.1  # every activation of both networks is LeakyReLU(0.1)
 
 
@@ -248,7 +247,7 @@ class DASRNet(nn.Module):
   rep_dim: int = 64  # width of the compressed representation the DA convs read
   num_ch: int = 3
   rgb_range: float = 255.0
-  rgb_mean: Sequence[float] = DIV2K_MEAN
+  rgb_mean: Sequence[float] = layers.DIV2K_MEAN
   local_fusion: bool = False  # seed 004: fuse the encoder's map before pooling after the head
   dtype: Any = jnp.float32
 

@@ -61,7 +61,7 @@ class EDSR(nn.Module):
   upscale: int = 4
   res_scale: float = 1.0
   img_range: float = 255.0
-  rgb_mean: Sequence[float] = (0.4488, 0.4371, 0.4040)
+  rgb_mean: Sequence[float] = layers.DIV2K_MEAN
   dtype: Any = jnp.float32
 
   @nn.compact

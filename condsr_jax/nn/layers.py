@@ -10,6 +10,9 @@ from flax import linen as nn
 
 Dtype = Any
 
+# The RGB mean of DIV2K that EDSR-family MeanShift layers subtract (BasicSR, EDSR, DASR).
+DIV2K_MEAN = (0.4488, 0.4371, 0.4040)
+
 # PyTorch's default conv init (kaiming_uniform, a=sqrt(5)) is U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 torch_default_init = nn.initializers.variance_scaling(1.0 / 3.0, 'fan_in', 'uniform')
 
