@@ -13,15 +13,17 @@ ArrayLike = jax.typing.ArrayLike
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 
-@jax.jit
-def filter2d(img: jax.Array, kernel: ArrayLike) -> jax.Array:
+@functools.partial(jax.jit, static_argnames='stride')
+def filter2d(img: jax.Array, kernel: ArrayLike, stride: int = 1) -> jax.Array:
   """BasicSR `filter2D`: reflect-101 padding by k//2, then cross-correlation of every channel.
 
   Args:
     img: [B, H, W, C]; H and W must exceed k//2.
     kernel: [k, k] or [1, k, k] (one kernel for all images) or [B, k, k] (one per image); odd k.
+    stride: evaluate only at pixels (stride i, stride j), the blur-and-subsample of PDM-SR's
+      kernel branch, at 1 / stride^2 of the cost.
   Returns:
-    [B, H, W, C] filtered images (no kernel flip, as `F.conv2d`).
+    [B, ceil(H / stride), ceil(W / stride), C] filtered images (no kernel flip, as `F.conv2d`).
   """
   b, h, w, c = img.shape
   kernel = jnp.asarray(kernel, img.dtype)
@@ -32,8 +34,9 @@ def filter2d(img: jax.Array, kernel: ArrayLike) -> jax.Array:
     raise ValueError(f'filter2d needs square odd kernels, got {kernel.shape}')
   p = k // 2
   x = jnp.pad(img, ((0, 0), (p, p), (p, p), (0, 0)), mode='reflect')
-  conv = functools.partial(jax.lax.conv_general_dilated, window_strides=(1, 1), padding='VALID',
-                           dimension_numbers=('NHWC', 'HWIO', 'NHWC'), precision=_HIGHEST)
+  conv = functools.partial(jax.lax.conv_general_dilated, window_strides=(stride, stride),
+                           padding='VALID', dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+                           precision=_HIGHEST)
   if kernel.shape[0] == 1:
     rhs = jnp.broadcast_to(kernel[0][:, :, None, None], (k, k, 1, c))
     return conv(x, rhs, feature_group_count=c)
@@ -43,7 +46,7 @@ def filter2d(img: jax.Array, kernel: ArrayLike) -> jax.Array:
   x = x.transpose(1, 2, 0, 3).reshape(1, h + 2 * p, w + 2 * p, b * c)
   rhs = jnp.repeat(kernel, c, axis=0).transpose(1, 2, 0)[:, :, None, :]
   out = conv(x, rhs, feature_group_count=b * c)
-  return out.reshape(h, w, b, c).transpose(2, 0, 1, 3)
+  return out.reshape(*out.shape[1:3], b, c).transpose(2, 0, 1, 3)
 
 
 def _reflect_index(size: int, pad: int, valid: ArrayLike) -> jax.Array:
