@@ -49,11 +49,13 @@ def generator_spec(config: ml_collections.ConfigDict, section: str = 'model') ->
 
 def train_stream(config: ml_collections.ConfigDict, *, crop_size: int,
                  arrays: tuple[tuple[str, int], ...] = (('gt', 1),),
-                 param_sampler: streams.ParamSampler | None = None) -> streams.StreamSpec:
-  """The stream of `config.data.train` with the shared `config.data` options."""
+                 param_sampler: streams.ParamSampler | None = None,
+                 folder: str = 'train') -> streams.StreamSpec:
+  """The stream of `config.data.FOLDER` (`data.train` unless a method reads a second source,
+  e.g. unpaired real LR in `data.real_lr`) with the shared `config.data` options."""
   d = config.data
   return streams.StreamSpec(
-      source=d.train, field='data.train', batch_size=d.batch_size, crop_size=crop_size,
+      source=d[folder], field=f'data.{folder}', batch_size=d.batch_size, crop_size=crop_size,
       arrays=arrays, root=d.root, channels=d.channels, hflip=d.hflip, vflip=d.vflip,
       rot90=d.rot90, on_bad_image=d.on_bad_image, validate_files=d.validate_files,
       num_workers=d.num_workers, keep_decoded=d.keep_decoded, param_sampler=param_sampler)
