@@ -1,0 +1,272 @@
+"""PDM-SR training (Luo et al., CVPR 2022): a probabilistic degradation model learnt from
+unpaired real LR images, and an SR network trained on the pairs it synthesises.
+
+Two independent streams: clean HR crops (`data.train`, the target domain) and real-LR crops
+(`data.real_lr`, the source domain), different images in different numbers. Each step, as the
+official `DegSRModel`:
+
+1. the degradation model (`DegModel`, train-mode BatchNorm, random codes drawn per sample from
+   the step key) turns the HR crops into fake LR; it is updated with the LSGAN generator loss of
+   the LR PatchGAN, `pdm.lr_adv_weight` x mean (D(fake) - 1)^2, plus `pdm.noise_weight` x
+   mean(noise^2) (the official `noise_mean`); then the discriminator with
+   [mean (D(real) - 1)^2 + mean D(fake)^2] / 2 on the same (stopped) fake LR;
+2. the SR network is updated on (straight_through_quantize(fake LR), HR), the LR's gradient
+   stopped, so the SR loss never reaches the degradation model.
+
+`pdm.train_degradation` and `pdm.train_sr` select the official modes: both (joint,
+psnr/2020Track1), the degradation model alone (deg/*.yml), or SR on a frozen degradation model
+(`init.degradation` a model file, train_degradation False: the model then runs with its running
+BatchNorm statistics and no real-LR stream is read).
+
+Diagnostics per step: `kernel_width` (the sampled kernels' spread in HR pixels, see
+`kernel_width`), `noise_std`, `d_real`, `d_fake`. The official noise branch often collapses to
+zero (issues #15, #36, #38): once `noise_std` stays below `pdm.collapse_noise_std` after
+`pdm.collapse_warmup` steps, one warning is logged.
+"""
+
+from typing import Any, Mapping
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from condsr_jax import losses, models
+from condsr_jax.methods import api, common, optimizers
+from condsr_jax.nn import pdm as pdm_nn
+
+MILESTONES = (50_000, 100_000, 150_000)
+
+
+def pdm_config() -> ml_collections.ConfigDict:
+  """The method's own section: crops, loss weights, modes, the noise-collapse check."""
+  return ml_collections.ConfigDict({
+      'hr_crop': 128,  # HR crop; real-LR crops are hr_crop / scale
+      'lr_adv_weight': 1.0,
+      'noise_weight': 100.0,
+      'train_degradation': True,
+      'train_sr': True,
+      'collapse_noise_std': 0.5 / 255,  # noise std (0..1 images) under which the branch collapsed
+      'collapse_warmup': 1000,  # steps before the collapse check starts
+  })
+
+
+def kernel_width(kernel: jax.Array) -> jax.Array:
+  """Per kernel [B, k, k]: sqrt of half its second moment around its centroid, in HR pixels
+  (sigma for an isotropic Gaussian; sqrt((k^2 - 1) / 12) for a uniform k x k kernel)."""
+  u = jnp.arange(kernel.shape[-1], dtype=kernel.dtype)
+  mean_y = jnp.sum(kernel * u[:, None], axis=(1, 2))
+  mean_x = jnp.sum(kernel * u[None, :], axis=(1, 2))
+  dy = u[None, :, None] - mean_y[:, None, None]
+  dx = u[None, None, :] - mean_x[:, None, None]
+  return jnp.sqrt(jnp.sum(kernel * (dy ** 2 + dx ** 2), axis=(1, 2)) / 2)
+
+
+def lsgan_d_loss(real: jax.Array, fake: jax.Array) -> jax.Array:
+  """The official LR discriminator loss: [mean (D(real) - 1)^2 + mean D(fake)^2] / 2."""
+  return (losses.gan_loss(real, True, 'lsgan') + losses.gan_loss(fake, False, 'lsgan')) / 2
+
+
+@api.register('pdm_sr')
+class PDMSRMethod(api.MethodBase):
+  """DegModel + LR PatchGAN (unpaired real LR) and an SR network on the synthesised pairs."""
+
+  key_metric = api.KeyMetric('val/psnr')
+
+  @classmethod
+  def default_config(cls) -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.data = ml_collections.ConfigDict({'real_lr': ''})
+    c.model = common.network_config('EDSR', num_feat=64, num_block=16)  # EDSR-baseline
+    c.degradation_model = common.network_config(
+        'DegModel', kernel_nc=3, kernel_nf=64, kernel_nb=8, ksize=11, noise=True, noise_nc=3,
+        noise_nf=64, noise_nb=8, noise_dim=3, noise_mix=True)
+    c.discriminator = common.network_config('PatchGANDiscriminator', nf=64, nb=3, stride=1)
+    c.pdm = pdm_config()
+    c.loss = common.pixel_loss_config()
+    c.optim = ml_collections.ConfigDict({
+        name: optimizers.optimizer_config(2e-4, b2=0.999, milestones=MILESTONES, gamma=0.5,
+                                          clip_norm=50.0)
+        for name in ('degradation', 'discriminator', 'sr')})
+    c.init = ml_collections.ConfigDict({'degradation': '', 'sr': ''})
+    return c
+
+  @classmethod
+  def validate(cls, config: ml_collections.ConfigDict) -> None:
+    check, p = common.check, config.pdm
+    common.validate_network(config.model, 'model')
+    common.validate_network(config.degradation_model, 'degradation_model')
+    common.validate_network(config.discriminator, 'discriminator')
+    check(config.degradation_model.arch == 'DegModel', 'degradation_model.arch',
+          'PDM-SR trains a DegModel', config.degradation_model.arch)
+    check(config.discriminator.arch == 'PatchGANDiscriminator', 'discriminator.arch',
+          'PDM-SR trains a PatchGANDiscriminator', config.discriminator.arch)
+    check(config.data.channels == 3, 'data.channels', 'the DegModel degrades RGB images',
+          config.data.channels)
+    common.validate_pixel_loss(config.loss)
+    check(config.loss.pixel_target == 'gt', 'loss.pixel_target', "PDM-SR's SR target is 'gt'",
+          config.loss.pixel_target)
+    ksize = config.degradation_model.kwargs.get('ksize', 21)
+    check(p.hr_crop % config.scale == 0 and p.hr_crop > ksize, 'pdm.hr_crop',
+          f'must be a multiple of the scale {config.scale} and larger than the kernel ({ksize})',
+          p.hr_crop)
+    check(p.train_degradation or p.train_sr, 'pdm.train_sr',
+          'train_degradation and train_sr are both False: nothing to train', p.train_sr)
+    if p.train_degradation:
+      check(bool(config.data.real_lr), 'data.real_lr',
+            'training the degradation model needs a folder of real LR images', config.data.real_lr)
+    for field in ('lr_adv_weight', 'noise_weight', 'collapse_noise_std', 'collapse_warmup'):
+      check(p[field] >= 0, f'pdm.{field}', 'must be >= 0', p[field])
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    super().__init__(config)
+    self.spec = common.generator_spec(config)
+    self.net = self.spec.build(dtype=jnp.dtype(config.model.dtype))
+    g, d = config.degradation_model, config.discriminator
+    self.deg_spec = models.ModelSpec('DegModel', {**g.kwargs, 'scale': config.scale})
+    self.deg = self.deg_spec.build(dtype=jnp.dtype(g.dtype))
+    self.d_spec = models.ModelSpec('PatchGANDiscriminator',
+                                   {**d.kwargs, 'in_c': config.data.channels})
+    self.disc = self.d_spec.build(dtype=jnp.dtype(d.dtype))
+    self.tx = optimizers.build_all(config.optim)
+    self.lr_crop = config.pdm.hr_crop // config.scale
+    self._collapse_warned = False
+
+  def streams(self):
+    p = self.config.pdm
+    out = {'hr': common.train_stream(self.config, crop_size=p.hr_crop)}
+    if p.train_degradation:
+      out['real_lr'] = common.train_stream(self.config, crop_size=self.lr_crop,
+                                           arrays=(('lq', 1),), folder='real_lr')
+    return out
+
+  def networks(self):
+    return {'degradation': self.deg_spec, 'sr': self.spec}
+
+  def init_state(self, key: jax.Array, initial: Mapping[str, Any]) -> api.TrainState:
+    k_deg, k_lat, k_d, k_sr = jax.random.split(key, 4)
+    c, hr, lr = self.config.data.channels, self.config.pdm.hr_crop, self.lr_crop
+    deg = initial.get('degradation') or self.deg.init(
+        {'params': k_deg, 'latent': k_lat}, jnp.zeros((1, hr, hr, c)))
+    sr = initial.get('sr') or self.net.init(k_sr, jnp.zeros((1, lr, lr, c)))
+    disc = self.disc.init(k_d, jnp.zeros((1, lr, lr, c)))
+    params = {'degradation': deg['params'], 'discriminator': disc['params'], 'sr': sr['params']}
+    return api.TrainState(params=params,
+                          opt={name: self.tx[name].init(p) for name, p in params.items()},
+                          extra={'batch_stats': deg['batch_stats']})
+
+  def _degrade(self, params: Any, batch_stats: Any, hr: jax.Array, key: jax.Array
+               ) -> tuple[tuple[jax.Array, jax.Array, jax.Array | None], Any]:
+    """(fake LR, kernels, noise), new BatchNorm statistics: train mode while the model trains,
+    its running statistics (unchanged) when it is frozen."""
+    variables = {'params': params, 'batch_stats': batch_stats}
+    if not self.config.pdm.train_degradation:
+      return self.deg.apply(variables, hr, rngs={'latent': key}), batch_stats
+    out, mutated = self.deg.apply(variables, hr, train=True, rngs={'latent': key},
+                                  mutable=['batch_stats'])
+    return out, mutated['batch_stats']
+
+  def _update(self, name: str, params: Any, opt: Any, loss_fn):
+    """One optimiser step of network `name`: (loss, aux, grads, new params, new opt state)."""
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt = self.tx[name].update(grads, opt, params)
+    return loss, aux, grads, optax.apply_updates(params, updates), opt
+
+  def _degradation_step(self, state: api.TrainState, hr: jax.Array, real: jax.Array,
+                        key: jax.Array) -> tuple[dict[str, Any], ...]:
+    """The degradation model's LSGAN + noise update, then the LR discriminator's."""
+    p = self.config.pdm
+    d_params = state.params['discriminator']
+
+    def deg_loss(params):
+      (fake, kernel, noise), stats = self._degrade(params, state.extra['batch_stats'], hr, key)
+      terms = {'l_lr_adv': p.lr_adv_weight * losses.gan_loss(
+          self.disc.apply({'params': d_params}, fake), True, 'lsgan', for_discriminator=False)}
+      if noise is not None:
+        terms['l_noise'] = p.noise_weight * jnp.mean(jnp.square(noise))
+      return sum(terms.values()), (fake, kernel, noise, stats, terms)
+
+    l_deg, (fake, kernel, noise, stats, terms), g_deg, deg_params, deg_opt = self._update(
+        'degradation', state.params['degradation'], state.opt['degradation'], deg_loss)
+    fake = jax.lax.stop_gradient(fake)
+
+    def disc_loss(params):
+      d_real, d_fake = (self.disc.apply({'params': params}, x) for x in (real, fake))
+      return lsgan_d_loss(d_real, d_fake), {'d_real': jnp.mean(d_real),
+                                            'd_fake': jnp.mean(d_fake)}
+
+    l_d, d_terms, g_d, d_params, d_opt = self._update('discriminator', d_params,
+                                                      state.opt['discriminator'], disc_loss)
+    params = {'degradation': deg_params, 'discriminator': d_params}
+    opt = {'degradation': deg_opt, 'discriminator': d_opt}
+    metrics = {'l_deg': l_deg, 'l_d': l_d, **terms, **d_terms}
+    return params, opt, stats, (fake, kernel, noise), metrics, (g_deg, g_d)
+
+  def _sr_step(self, state: api.TrainState, lq: jax.Array, hr: jax.Array):
+    """The SR network's update on a synthesised pair (the LR's gradient already stopped)."""
+    def sr_loss(params):
+      terms = common.pixel_losses(self.config.loss, self.net.apply({'params': params}, lq), hr)
+      return sum(terms.values()), terms
+
+    loss, terms, grads, params, opt = self._update('sr', state.params['sr'], state.opt['sr'],
+                                                   sr_loss)
+    return params, opt, {'l_sr': loss, **terms}, grads
+
+  def _warn_collapse(self, step: Any, noise_std: Any) -> None:
+    """Host side of the collapse check: one warning per run."""
+    if self._collapse_warned:
+      return
+    self._collapse_warned = True
+    logging.warning(
+        'step %d: the generated noise std %.2e is below pdm.collapse_noise_std = %.2e: the '
+        "degradation model's noise branch collapsed (fake LR without noise, a known PDM-SR "
+        'failure); consider a lower pdm.noise_weight', int(step), float(noise_std),
+        self.config.pdm.collapse_noise_std)
+
+  def _check_collapse(self, step: jax.Array, noise_std: jax.Array) -> None:
+    p = self.config.pdm
+    collapsed = jnp.logical_and(step >= p.collapse_warmup, noise_std < p.collapse_noise_std)
+    jax.lax.cond(collapsed, lambda: jax.debug.callback(self._warn_collapse, step, noise_std),
+                 lambda: None)
+
+  def train_step(self, state: api.TrainState, batch: api.Batch, ctx: api.StepContext
+                 ) -> tuple[api.TrainState, api.Metrics, jax.Array]:
+    p = self.config.pdm
+    hr = batch['hr']['gt']
+    params, opt, extra = dict(state.params), dict(state.opt), dict(state.extra)
+    metrics, grads = {}, []
+    if p.train_degradation:
+      new_params, new_opt, extra['batch_stats'], (fake, kernel, noise), metrics, grads = (
+          self._degradation_step(state, hr, batch['real_lr']['lq'], ctx.key))
+      params.update(new_params)
+      opt.update(new_opt)
+    else:
+      (fake, kernel, noise), _ = self._degrade(params['degradation'], extra['batch_stats'], hr,
+                                               ctx.key)
+    metrics['kernel_width'] = jnp.mean(kernel_width(kernel))
+    if noise is not None:
+      metrics['noise_std'] = jnp.std(noise)
+      self._check_collapse(ctx.step, metrics['noise_std'])
+    if p.train_sr:
+      lq = jax.lax.stop_gradient(pdm_nn.straight_through_quantize(fake))
+      params['sr'], opt['sr'], sr_metrics, sr_grads = self._sr_step(state, lq, hr)
+      metrics.update(sr_metrics)
+      grads = (*grads, sr_grads)
+    metrics['loss'] = metrics.get('l_sr', metrics.get('l_deg'))
+    new = api.TrainState(params=params, opt=opt, extra=extra)
+    return new, metrics, api.all_finite(metrics, grads, params, extra)
+
+  def ema_params(self, state: api.TrainState) -> Any:
+    return state.params['sr']
+
+  def exports(self, state: api.TrainState, ema: Any) -> dict[str, api.Product]:
+    """The SR network (`model.msgpack`) and the degradation model with its BatchNorm
+    statistics (`degradation.msgpack`)."""
+    return {'generator': api.Product(self.spec, {'params': ema}),
+            'degradation': api.Product(self.deg_spec,
+                                       {'params': state.params['degradation'],
+                                        'batch_stats': state.extra['batch_stats']})}
+
+  def evaluators(self) -> dict[str, api.Evaluator]:
+    return common.sr_validation(self.config)

@@ -1,0 +1,92 @@
+"""PDM-SR training: two unpaired folders, exact resume, both exports, the frozen-degradation
+mode and the noise-collapse warning."""
+
+import pathlib
+import types
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from condsr_jax import images, models, train
+from condsr_jax.methods import pdm
+from conftest import start_training
+
+
+def _real_lr_folder(path: pathlib.Path) -> pathlib.Path:
+  """Three small 'real LR' images, unpaired with (and fewer than) the seven HR demo images."""
+  path.mkdir()
+  rng = np.random.default_rng(0)
+  for i in range(3):
+    images.write_image(path / f'lr{i}.png', rng.integers(0, 256, (20 + 2 * i, 24, 3), np.uint8))
+  return path
+
+
+def _method_state(workdir: pathlib.Path, step: int):
+  with ocp.StandardCheckpointer() as ckptr:
+    return ckptr.restore(workdir / 'checkpoints' / str(step) / 'state')['method']
+
+
+def test_trains_on_two_folders_resumes_exactly_exports_and_freezes(tmp_path, smoke_config):
+  real_lr = str(_real_lr_folder(tmp_path / 'real_lr'))
+  straight, split, frozen = tmp_path / 'straight', tmp_path / 'split', tmp_path / 'frozen'
+  summary = train.train_and_evaluate(smoke_config('pdm_sr_x4', **{'data.real_lr': real_lr}),
+                                     str(straight))
+  assert 'val/psnr' in summary.metrics
+  quiet = {'data.real_lr': real_lr, 'eval.val': ''}
+  train.train_and_evaluate(smoke_config('pdm_sr_x4', **quiet, **{'train.num_steps': 4}),
+                           str(split))
+  train.train_and_evaluate(smoke_config('pdm_sr_x4', **quiet), str(split))  # resumes 4 -> 6
+
+  # One iterator state per stream; all parameters, the three optimisers and BatchNorm
+  # statistics resume exactly.
+  items = {p.name for p in (straight / 'checkpoints' / '6').iterdir()
+           if not p.name.startswith('_')}
+  assert items - {'commit_success.txt'} == {'data_hr', 'data_real_lr', 'state'}
+  a, b = _method_state(straight, 6), _method_state(split, 6)
+  assert set(a['opt']) == {'degradation', 'discriminator', 'sr'} and 'batch_stats' in a['extra']
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+
+  # Both products load back and run.
+  spec, variables, meta = models.load_model_file(straight / 'model.msgpack')
+  assert meta['product'] == 'generator'
+  assert spec.build().apply(variables, np.zeros((1, 10, 12, 3), np.float32)).shape == (
+      1, 40, 48, 3)
+  spec, deg, _ = models.load_model_file(straight / 'degradation.msgpack')
+  assert spec.arch == 'DegModel' and set(deg) == {'params', 'batch_stats'}
+  lr, kernel, noise = spec.build().apply(deg, np.full((2, 32, 32, 3), 0.5, np.float32),
+                                         rngs={'latent': jax.random.key(0)})
+  assert lr.shape == noise.shape == (2, 8, 8, 3) and kernel.shape == (2, 7, 7)
+  np.testing.assert_allclose(np.sum(kernel, axis=(1, 2)), 1.0, rtol=1e-5)
+
+  # SR on the frozen exported degradation model: it stays as loaded, the SR network trains.
+  config = smoke_config('pdm_sr_x4', **{
+      'eval.val': '', 'data.real_lr': '', 'train.num_steps': 2, 'pdm.train_degradation': False,
+      'init.degradation': str(straight / 'degradation.msgpack')})
+  train.train_and_evaluate(config, str(frozen))
+  state = _method_state(frozen, 2)
+  jax.tree.map(np.testing.assert_array_equal, state['params']['degradation'], deg['params'])
+  jax.tree.map(np.testing.assert_array_equal, state['extra']['batch_stats'], deg['batch_stats'])
+  assert not (frozen / 'checkpoints' / '2' / 'data_real_lr').exists()
+
+
+def test_kernel_width_is_sigma_of_a_gaussian():
+  u = np.arange(21) - 10
+  g = np.exp(-(u[:, None] ** 2 + u[None, :] ** 2) / (2 * 1.7 ** 2))
+  width = pdm.kernel_width(jax.numpy.asarray((g / g.sum())[None], np.float32))
+  np.testing.assert_allclose(width, [1.7], rtol=1e-3)
+
+
+def test_a_collapsed_noise_branch_is_warned_of_once(smoke_config, monkeypatch):
+  warnings = []
+  monkeypatch.setattr(pdm, 'logging', types.SimpleNamespace(warning=lambda *a: warnings.append(a)))
+  # A zero-initialised noise branch that does not train generates no noise at all.
+  config = smoke_config('pdm_sr_x4', **{'pdm.train_degradation': False, 'data.real_lr': '',
+                                        'pdm.collapse_warmup': 1})
+  method, state, step = start_training(config)
+  batch = {'hr': {'gt': np.random.default_rng(0).random((4, 32, 32, 3), np.float32)}}
+  for _ in range(3):
+    state, metrics = step(state, batch, {})
+  jax.effects_barrier()
+  assert float(metrics['noise_std']) == 0 and float(metrics['l_sr']) > 0
+  assert len(warnings) == 1 and 'collapsed' in warnings[0][0] and warnings[0][1] == 1
