@@ -32,7 +32,7 @@ def test_trains_on_two_folders_resumes_exactly_exports_and_freezes(tmp_path, smo
   straight, split, frozen = tmp_path / 'straight', tmp_path / 'split', tmp_path / 'frozen'
   summary = train.train_and_evaluate(smoke_config('pdm_sr_x4', **{'data.real_lr': real_lr}),
                                      str(straight))
-  assert 'val/psnr' in summary.metrics
+  assert {'val/psnr', 'deg/kernel_width', 'deg/noise_std'} <= set(summary.metrics)
   quiet = {'data.real_lr': real_lr, 'eval.val': ''}
   train.train_and_evaluate(smoke_config('pdm_sr_x4', **quiet, **{'train.num_steps': 4}),
                            str(split))
@@ -68,6 +68,8 @@ def test_trains_on_two_folders_resumes_exactly_exports_and_freezes(tmp_path, smo
   jax.tree.map(np.testing.assert_array_equal, state['params']['degradation'], deg['params'])
   jax.tree.map(np.testing.assert_array_equal, state['extra']['batch_stats'], deg['batch_stats'])
   assert not (frozen / 'checkpoints' / '2' / 'data_real_lr').exists()
+  shown = pdm.DegradationSamples(32)({'degradation': (spec, deg)}).images
+  assert shown['kernels'].shape == (4, 28, 28, 1) and shown['noise'].shape == (4, 8, 8, 3)
 
 
 def test_kernel_width_is_sigma_of_a_gaussian():

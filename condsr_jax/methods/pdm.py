@@ -18,10 +18,12 @@ psnr/2020Track1), the degradation model alone (deg/*.yml), or SR on a frozen deg
 (`init.degradation` a model file, train_degradation False: the model then runs with its running
 BatchNorm statistics and no real-LR stream is read).
 
-Diagnostics per step: `kernel_width` (the sampled kernels' spread in HR pixels, see
+Diagnostics per step (TensorBoard scalars 'train/...'): `kernel_width` (the sampled kernels' spread in HR pixels, see
 `kernel_width`), `noise_std`, `d_real`, `d_fake`. The official noise branch often collapses to
 zero (issues #15, #36, #38): once `noise_std` stays below `pdm.collapse_noise_std` after
-`pdm.collapse_warmup` steps, one warning is logged.
+`pdm.collapse_warmup` steps, one warning is logged. At each evaluation the evaluator 'deg'
+shows kernels and noise maps sampled at fixed codes (TensorBoard images 'deg/kernels',
+'deg/noise').
 """
 
 from typing import Any, Mapping
@@ -30,6 +32,7 @@ from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from condsr_jax import losses, models
@@ -66,6 +69,30 @@ def kernel_width(kernel: jax.Array) -> jax.Array:
 def lsgan_d_loss(real: jax.Array, fake: jax.Array) -> jax.Array:
   """The official LR discriminator loss: [mean (D(real) - 1)^2 + mean D(fake)^2] / 2."""
   return (losses.gan_loss(real, True, 'lsgan') + losses.gan_loss(fake, False, 'lsgan')) / 2
+
+
+class DegradationSamples:
+  """What the degradation product samples at fixed codes on a flat grey HR image, for
+  TensorBoard: images 'kernels' (each scaled to its peak, 4x nearest) and 'noise' (0.5 + 10 x
+  noise), scalars 'kernel_width' and 'noise_std'. Deterministic, so runs and resumes compare."""
+
+  def __init__(self, hr_size: int, count: int = 4, seed: int = 0):
+    self.hr = np.full((count, hr_size, hr_size, 3), 0.5, np.float32)
+    self.seed = seed
+
+  def __call__(self, products: Mapping[str, api.Product]) -> api.EvalResult:
+    spec, variables = products['degradation']
+    _, kernel, noise = spec.build().apply(variables, self.hr,
+                                          rngs={'latent': jax.random.key(self.seed)})
+    kernel = np.asarray(kernel)
+    peaks = kernel / kernel.max(axis=(1, 2), keepdims=True)
+    scalars = {'kernel_width': float(np.mean(kernel_width(jnp.asarray(kernel))))}
+    shown = {'kernels': np.repeat(np.repeat(peaks, 4, axis=1), 4, axis=2)[..., None]}
+    if noise is not None:
+      scalars['noise_std'] = float(np.std(noise))
+      shown['noise'] = np.clip(0.5 + 10 * np.asarray(noise), 0, 1)
+    report = '  '.join(f'{k} {v:.4g}' for k, v in scalars.items())
+    return api.EvalResult(scalars, shown, f'sampled degradations: {report}')
 
 
 @api.register('pdm_sr')
@@ -269,4 +296,6 @@ class PDMSRMethod(api.MethodBase):
                                         'batch_stats': state.extra['batch_stats']})}
 
   def evaluators(self) -> dict[str, api.Evaluator]:
-    return common.sr_validation(self.config)
+    """SR validation when `eval.val` is set; the sampled kernels and noise always."""
+    return {**common.sr_validation(self.config),
+            'deg': DegradationSamples(self.config.pdm.hr_crop)}
