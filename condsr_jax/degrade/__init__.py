@@ -3,7 +3,7 @@
 Importing the package registers every degradation kind (`pipelines.KINDS`).
 """
 
-from condsr_jax.degrade import bicubic, classic, realesrgan  # register their kinds
+from condsr_jax.degrade import bicubic, classic, learned, realesrgan  # register their kinds
 from condsr_jax.degrade import pipelines
 from condsr_jax.degrade.color import rgb_to_gray
 from condsr_jax.degrade.filters import filter2d, usm_sharp

@@ -42,6 +42,8 @@ class CropSampler:
 class BicubicDegradation:
   """GT crops of `gt_size` (random, per sample) and their MATLAB-bicubic 1/scale LR."""
 
+  patchwise = True  # each crop is downscaled on its own
+
   def __init__(self, config: ml_collections.ConfigDict, scale: int):
     self.validate(config, scale)
     self.config = config
@@ -62,6 +64,11 @@ class BicubicDegradation:
   def param_sampler(self, crop: bool = True) -> CropSampler | None:
     """The crop offsets for grain; None without `crop` (the rest is deterministic)."""
     return CropSampler(self.canvas, self.config.gt_size, self.scale) if crop else None
+
+  def device_draws(self, batch: Batch, key: jax.Array) -> dict[str, jax.Array]:
+    """{}: `param_sampler` draws every parameter on the host."""
+    del batch, key
+    return {}
 
   def __call__(self, batch: Batch, key: jax.Array) -> dict[str, Any]:
     """Training pairs {'lq': [B, gt_size/s, ., C], 'gt': [B, gt_size, ., C], 'record'}: the GT

@@ -124,6 +124,8 @@ class ClassicSampler:
 class ClassicDegradation:
   """One classic degradation per task (or image), applied to every patch of the task."""
 
+  patchwise = True  # every patch of a task is blurred, downsampled and noised on its own
+
   def __init__(self, config: ml_collections.ConfigDict, scale: int):
     self.validate(config, scale)
     self.config = config
@@ -151,6 +153,11 @@ class ClassicDegradation:
   def param_sampler(self, crop: bool = True) -> ClassicSampler:
     """The per-task sampler for grain (`crop=False`: no crop offsets are drawn)."""
     return ClassicSampler(self._options, self.scale, crop)
+
+  def device_draws(self, batch: Batch, key: jax.Array) -> dict[str, jax.Array]:
+    """{}: `param_sampler` draws every parameter on the host."""
+    del batch, key
+    return {}
 
   def param_keys(self, crop: bool = True) -> tuple[str, ...]:
     """The keys `param_sampler(crop)` adds to each element."""

@@ -25,9 +25,17 @@ class Degradation(Protocol):
   config: ml_collections.ConfigDict
   scale: int
   canvas: int  # side of the GT canvas the data pipeline delivers: the config's crop_pad
+  # How task batches (`tasks.TaskDegradation`) degrade their patches: True, each patch on its own
+  # (`apply`); False, each whole canvas once (`degrade`), the patches being crops of the result.
+  patchwise: bool
 
   def param_sampler(self, crop: bool = True) -> ParamSampler | None:
     """Per-example host draws for grain (`crop=False`: no crop offsets), None if none."""
+
+  def device_draws(self, batch: Batch, key: jax.Array) -> dict[str, jax.Array]:
+    """Random parameters drawn on the device for the images `batch['gt']`, {} when
+    `param_sampler` draws them all; `degrade` and `degrade_whole` use those `batch` carries, so
+    several calls share one draw (a task's shifted images, a fixed draw's images)."""
 
   def __call__(self, batch: Batch, key: jax.Array) -> dict[str, Any]:
     """Training pairs {'lq', 'gt', ['gt_usm'], 'record'} of gt_size from `batch['gt']`."""
@@ -110,18 +118,28 @@ def gt_canvas(batch: Batch, size: int) -> jax.Array:
   return gt
 
 
+# The `fold_in` tag of the device draws' key, apart from the small indices of other keys.
+DEVICE_DRAWS = 0xFFFFFFFF
+
+
 def fixed_draws(degradation: Degradation, hr: np.ndarray, draws: int, seed: int) -> np.ndarray:
   """LQ [N, draws, canvas / scale, canvas / scale, C] of HR canvases [N, canvas, canvas, C].
 
   Validation pairs of the training distribution that stay the same across runs: `draws`
   parameter draws seeded by `seed`, the same for every image, applied by `degrade_whole` one
   image at a time with a key from (seed, image, draw), so an LQ image does not depend on N.
+  Device draws (`device_draws`) come from (seed, draw), also the same for every image.
   """
   sampler = degradation.param_sampler(crop=False)
   rng = np.random.default_rng(seed)
   records = [sampler(rng) if sampler else {} for _ in range(draws)]
   run = jax.jit(degradation.degrade_whole)
   key = jax.random.key(seed)
+  device_key = jax.random.fold_in(key, DEVICE_DRAWS)
+  template = {'gt': np.asarray(hr, np.float32)[:1]}
+  for j, record in enumerate(records):
+    draws_j = degradation.device_draws(template, jax.random.fold_in(device_key, j))
+    record.update({k: np.asarray(v)[0] for k, v in draws_j.items()})  # one image's
   out = []
   for i, img in enumerate(np.asarray(hr, np.float32)):
     row = []

@@ -223,6 +223,8 @@ def add_noise(key: jax.Array, img: jax.Array, gaussian: ArrayLike, sigma: ArrayL
 class RealESRGANDegradation:
   """GT crops -> (LQ, GT, USM GT) training pairs by Real-ESRGAN's second-order degradation."""
 
+  patchwise = False  # degrades whole canvases once; patches are crops of the result
+
   def __init__(self, config: ml_collections.ConfigDict, scale: int):
     self.validate(config, scale)
     self.config = config
@@ -251,6 +253,11 @@ class RealESRGANDegradation:
   def param_sampler(self, crop: bool = True) -> RealESRGANSampler:
     """The per-example sampler for grain (`crop=False`: no crop offsets are drawn)."""
     return RealESRGANSampler(self._options, self.geometry, crop)
+
+  def device_draws(self, batch: Batch, key: jax.Array) -> dict[str, jax.Array]:
+    """{}: `param_sampler` draws every parameter on the host."""
+    del batch, key
+    return {}
 
   def param_keys(self, crop: bool = True) -> tuple[str, ...]:
     """The keys `param_sampler(crop)` adds to each element."""

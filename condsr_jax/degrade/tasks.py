@@ -2,11 +2,13 @@
 
 One grain element is one task: an HR image (the `crop_pad` GT crop) plus one sampled
 degradation and the positions of the task's patches, so a batch of k elements is k tasks. The
-device function crops the patches and degrades them all with the task's degradation:
-- `kind='classic'`: every HR patch is blurred, downsampled and noised on its own (as the CMDSR
-  and DASR data loaders do; fresh noise per patch);
-- `kind='realesrgan'`: the whole image goes through the second-order pipeline once and the
-  patches are paired crops of its LQ, GT and USM GT.
+device function crops the patches and degrades them all with the task's degradation, as the
+kind declares (`patchwise`):
+- patchwise (`kind='classic'`): every HR patch is blurred, downsampled and noised on its own (as
+  the CMDSR and DASR data loaders do; fresh noise per patch);
+- whole images (`kind='realesrgan'`, `'learned'`): the whole image is degraded once (Real-ESRGAN's
+  second-order pipeline, or a learned model with one random code per task) and the patches are
+  paired crops of its LQ, GT and USM GT.
 
 `tasks.crops` lists (LR size, count) groups: CMDSR's 2n = 40 patches of one size (the halves
 X_i, X'_i of its contrastive loss are the first and last n), DASR's 2 positives, or the
@@ -29,14 +31,15 @@ from condsr_jax.degrade import classic, pipelines, records
 
 Batch = pipelines.Batch
 LAYOUTS = ('cmdsr', 'dasr', 'multicrop')
-KINDS = ('classic', 'realesrgan')  # kinds with task batches
+KINDS = ('classic', 'realesrgan', 'learned')  # kinds with task batches
 
 
 def default_config(kind: str = 'classic', scale: int = 4, layout: str = 'cmdsr'
                    ) -> ml_collections.ConfigDict:
   """A degradation config with a `tasks` section.
 
-  `kind`: 'classic' (CMDSR's or DASR's degradation, following `layout`) or 'realesrgan'.
+  `kind`: 'classic' (CMDSR's or DASR's degradation, following `layout`), 'realesrgan' or
+  'learned' (its `model` is to be set).
   `layout`: 'cmdsr' (40 patches of gt_size / scale, halves of 20), 'dasr' (2 patches of 48) or
   'multicrop' (2 of 64 and 4 of 48, the DASR follow-up of seed 004).
   """
@@ -91,7 +94,7 @@ class TaskSampler:
   lr_extent: int
 
   def __call__(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    out = self.base(rng)
+    out = self.base(rng) if self.base else {}
     for g, (size, count) in enumerate(self.crops):
       for axis in ('top', 'left'):
         out[f'patches{g}/{axis}'] = rng.integers(self.lr_extent - size + 1, size=count,
@@ -116,8 +119,7 @@ class TaskDegradation:
     self.config = config
     self.scale = scale
     self.canvas = config.crop_pad
-    # 'classic' degrades every patch on its own; 'realesrgan' degrades whole images once.
-    self.patchwise = config.kind == 'classic'
+    self.patchwise = self.base.patchwise
     self.crops = tuple((int(size), int(count)) for size, count in config.tasks.crops)
     self.lr_extent = config.crop_pad // scale
     per_image = config.tasks.patches_per_image
@@ -128,7 +130,7 @@ class TaskDegradation:
     self.shifts = tuple(tuple(shifts[a:b]) for a, b in zip(starts[:-1], starts[1:]))
 
   def param_sampler(self) -> TaskSampler:
-    """The per-task sampler for grain: the base degradation and the patch positions."""
+    """The per-task sampler for grain: the base degradation's draws and the patch positions."""
     return TaskSampler(self.base.param_sampler(crop=False), self.crops, self.lr_extent)
 
   def _sources(self, k: int, g: int) -> jax.Array:
@@ -138,12 +140,16 @@ class TaskDegradation:
 
   def __call__(self, batch: Batch, key: jax.Array) -> dict[str, Any]:
     """{'lq': [per group [k, count, size, size, C]], 'gt': [per group [k, count, size * s, .,
-    C]], ('gt_usm' for 'realesrgan'), 'record'}: the task's parameters [k] and, per group,
-    'patches{g}/{top,left,image}' [k, count] (LR pixels, source image in the batch)."""
+    C]], ('gt_usm' unless patchwise), 'record'}: the task's parameters [k] and, per group,
+    'patches{g}/{top,left,image}' [k, count] (LR pixels, source image in the batch).
+
+    The base kind's device draws are made once per task, so the images of one task share them.
+    """
     gt = pipelines.gt_canvas(batch, self.canvas)
     k = gt.shape[0]
     s = self.scale
-    record = self.base.record(batch, crop=False)
+    batch = {**batch, **self.base.device_draws(
+        batch, jax.random.fold_in(key, pipelines.DEVICE_DRAWS))}
     positions = [(jnp.asarray(batch[f'patches{g}/top'], jnp.int32),
                   jnp.asarray(batch[f'patches{g}/left'], jnp.int32))
                  for g in range(len(self.crops))]
@@ -155,6 +161,9 @@ class TaskDegradation:
                                 jax.random.fold_in(key, d), crop=False) for d in distinct]
       lq_all = jnp.concatenate([f['lq'] for f in full])
       usm_all = jnp.concatenate([f['gt_usm'] for f in full])
+      record = full[distinct.index(0)]['record']  # the task's own image
+    else:
+      record = self.base.record(batch, crop=False)
     for g, ((size, _), (top, left)) in enumerate(zip(self.crops, positions)):
       image = self._sources(k, g)
       hr = _crop_patches(gt, image, top * s, left * s, size * s)
