@@ -1,12 +1,10 @@
 """The classic "bicubic" training pairs: LR = MATLAB bicubic downscale of HR, stored as 8 bits."""
 
-import dataclasses
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from condsr_jax.degrade import canvas, matlab, noise, pipelines, records
 
@@ -25,17 +23,6 @@ def default_config(scale: int = 4) -> ml_collections.ConfigDict:
 def downscale(gt: jax.Array, scale: int) -> jax.Array:
   """MATLAB `imresize(gt, 1/scale)` rounded to 8 bits, as the LR files of a bicubic dataset."""
   return noise.quantize(matlab.imresize_matlab(gt, 1.0 / scale))
-
-
-@dataclasses.dataclass(frozen=True)
-class CropSampler:
-  """Draws one example's 'crop/top', 'crop/left' (LQ pixels; picklable, runs in grain)."""
-  canvas: int
-  gt_size: int
-  scale: int
-
-  def __call__(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    return records.crop_offsets(rng, self.canvas, self.gt_size, self.scale)
 
 
 @pipelines.register('bicubic')
@@ -61,9 +48,9 @@ class BicubicDegradation:
     """Raises `ConfigError` naming the first wrong field (found at `field`)."""
     pipelines.check_sizes(config, scale, field)
 
-  def param_sampler(self, crop: bool = True) -> CropSampler | None:
+  def param_sampler(self, crop: bool = True) -> records.CropSampler | None:
     """The crop offsets for grain; None without `crop` (the rest is deterministic)."""
-    return CropSampler(self.canvas, self.config.gt_size, self.scale) if crop else None
+    return records.CropSampler(self.canvas, self.config.gt_size, self.scale) if crop else None
 
   def device_draws(self, batch: Batch, key: jax.Array) -> dict[str, jax.Array]:
     """{}: `param_sampler` draws every parameter on the host."""

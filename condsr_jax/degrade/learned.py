@@ -9,14 +9,12 @@ is by default clamped and rounded to 8 bits, as PDM-SR's SR network reads it. Th
 draws are the crop offsets.
 """
 
-import dataclasses
 import os
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from condsr_jax import config as config_lib
 from condsr_jax.degrade import canvas, filters, noise, pipelines, records
@@ -76,17 +74,6 @@ def kernel_widths(kernel: jax.Array) -> tuple[jax.Array, jax.Array]:
   return std(kernel.sum(1)), std(kernel.sum(2))
 
 
-@dataclasses.dataclass(frozen=True)
-class CropSampler:
-  """Draws one example's 'crop/top', 'crop/left' (LQ pixels; picklable, runs in grain)."""
-  canvas: int
-  gt_size: int
-  scale: int
-
-  def __call__(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    return records.crop_offsets(rng, self.canvas, self.gt_size, self.scale)
-
-
 @pipelines.register('learned')
 class LearnedDegradation:
   """GT crops -> LQ by a DegModel file, one random kernel and noise code per sample."""
@@ -117,9 +104,9 @@ class LearnedDegradation:
     config_lib.check(config.gt_size > pad, f'{field}.gt_size',
                      f'must exceed the model\'s kernel padding ({pad} pixels)', config.gt_size)
 
-  def param_sampler(self, crop: bool = True) -> CropSampler | None:
+  def param_sampler(self, crop: bool = True) -> records.CropSampler | None:
     """The crop offsets for grain; None without `crop` (the codes are drawn on the device)."""
-    return CropSampler(self.canvas, self.config.gt_size, self.scale) if crop else None
+    return records.CropSampler(self.canvas, self.config.gt_size, self.scale) if crop else None
 
   def device_draws(self, batch: Batch, key: jax.Array) -> dict[str, jax.Array]:
     """The codes 'code/kernel' [B, 1, 1, nc] and 'code/noise' (when the model reads one) of

@@ -4,6 +4,7 @@ Records batch into arrays in grain and the device functions read them by 'sectio
 these helpers build and read such keys and turn a config into a sampler's hashable options.
 """
 
+import dataclasses
 from typing import Any, Mapping
 
 import jax
@@ -46,3 +47,15 @@ def crop_offsets(rng: np.random.Generator, canvas: int, size: int, scale: int
   the GT crop sits on the LQ grid)."""
   span = (canvas - size) // scale + 1
   return {'crop/top': np.int32(rng.integers(span)), 'crop/left': np.int32(rng.integers(span))}
+
+
+@dataclasses.dataclass(frozen=True)
+class CropSampler:
+  """Draws one example's 'crop/top', 'crop/left' (LQ pixels; picklable, runs in grain): the
+  only host draws of kinds whose randomness is the crop or is drawn on the device."""
+  canvas: int
+  gt_size: int
+  scale: int
+
+  def __call__(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    return crop_offsets(rng, self.canvas, self.gt_size, self.scale)
