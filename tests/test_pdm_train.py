@@ -1,5 +1,5 @@
 """PDM-SR training: two unpaired folders, exact resume, both exports, the frozen-degradation
-mode and the noise-collapse warning."""
+mode, the noise-collapse warning and the perceptual variant (VGG19 + HR PatchGAN)."""
 
 import pathlib
 import types
@@ -8,9 +8,10 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from condsr_jax import config as config_lib
 from condsr_jax import images, models, train
 from condsr_jax.methods import pdm
-from conftest import start_training
+from conftest import REPO, start_training
 
 
 def _real_lr_folder(path: pathlib.Path) -> pathlib.Path:
@@ -92,3 +93,30 @@ def test_a_collapsed_noise_branch_is_warned_of_once(smoke_config, monkeypatch):
   jax.effects_barrier()
   assert float(metrics['noise_std']) == 0 and float(metrics['l_sr']) > 0
   assert len(warnings) == 1 and 'collapsed' in warnings[0][0] and warnings[0][1] == 1
+
+
+
+def test_the_perceptual_variant_trains_four_networks_and_the_psnr_recipe_builds_two_fewer(
+    smoke_config):
+  psnr = pdm.PDMSRMethod(smoke_config('pdm_sr_x4'))
+  shapes = jax.eval_shape(psnr.init_state, jax.random.key(0), {})
+  assert psnr.vgg is None and psnr.constants() == {} and psnr.hr_disc is None
+  assert set(shapes.params) == set(shapes.opt) == {'degradation', 'discriminator', 'sr'}
+
+  path = str(REPO / 'configs' / 'pdm_sr_x4.py')
+  config = config_lib.sibling_recipe(path, 'pdm_sr_x4').get_config('percep,smoke')
+  assert config.model.arch == 'RRDBNet' and dict(config.loss.perceptual_layers) == {'conv5_4': 1}
+  method, state, step = start_training(config)
+  rng = np.random.default_rng(0)
+  batch = {'hr': {'gt': rng.random((4, 32, 32, 3), np.float32)},
+           'real_lr': {'lq': rng.random((4, 8, 8, 3), np.float32)}}
+  new, metrics = step(state, batch, method.constants())
+  assert set(new.method.opt) == {'degradation', 'discriminator', 'sr', 'hr_discriminator'}
+  assert float(metrics['skipped']) == 0
+  for name in ('l_pix', 'l_percep', 'l_g_gan', 'l_hr_d', 'l_lr_adv', 'l_d'):
+    assert np.isfinite(float(metrics[name])) and float(metrics[name]) > 0, name
+  for name, before in state.method.params.items():  # all four optimisers stepped
+    changed = jax.tree.map(lambda a, b: bool(np.any(a != b)), before, new.method.params[name])
+    assert any(jax.tree.leaves(changed)), name
+  products = method.exports(new.method, new.ema)
+  assert products['hr_discriminator'].spec.arch == 'PatchGANDiscriminator'

@@ -11,7 +11,12 @@ official `DegSRModel`:
    mean(noise^2) (the official `noise_mean`); then the discriminator with
    [mean (D(real) - 1)^2 + mean D(fake)^2] / 2 on the same (stopped) fake LR;
 2. the SR network is updated on (straight_through_quantize(fake LR), HR), the LR's gradient
-   stopped, so the SR loss never reaches the degradation model.
+   stopped, so the SR loss never reaches the degradation model: the pixel loss and, in the
+   official perceptual configs (percep/*.yml), `loss.perceptual_weight` x the VGG19 perceptual
+   loss (conv5_4, pre-ReLU, L1) and `pdm.sr_gan_weight` x the generator loss of a second
+   PatchGAN on HR (`hr_discriminator`); that discriminator is then updated on HR vs the
+   (stopped) SR output, as the esrgan method's. With both weights 0 (the psnr configs) neither
+   the VGG19 nor the HR discriminator is built.
 
 `pdm.train_degradation` and `pdm.train_sr` select the official modes: both (joint,
 psnr/2020Track1), the degradation model alone (deg/*.yml), or SR on a frozen degradation model
@@ -36,7 +41,7 @@ import numpy as np
 import optax
 
 from condsr_jax import losses, models
-from condsr_jax.methods import api, common, optimizers
+from condsr_jax.methods import api, common, esrgan, optimizers
 from condsr_jax.nn import pdm as pdm_nn
 
 MILESTONES = (50_000, 100_000, 150_000)
@@ -52,6 +57,9 @@ def pdm_config() -> ml_collections.ConfigDict:
       'train_sr': True,
       'collapse_noise_std': 0.5 / 255,  # noise std (0..1 images) under which the branch collapsed
       'collapse_warmup': 1000,  # steps before the collapse check starts
+      'sr_gan_weight': 0.0,  # the HR PatchGAN's generator loss on the SR output; 0: no HR D
+      # The reference text does not name the SR GAN's type: BasicSR's (and esrgan's) vanilla.
+      'sr_gan_type': 'vanilla',
   })
 
 
@@ -97,7 +105,8 @@ class DegradationSamples:
 
 @api.register('pdm_sr')
 class PDMSRMethod(api.MethodBase):
-  """DegModel + LR PatchGAN (unpaired real LR) and an SR network on the synthesised pairs."""
+  """DegModel + LR PatchGAN (unpaired real LR) and an SR network on the synthesised pairs,
+  optionally with a perceptual loss and an HR PatchGAN."""
 
   key_metric = api.KeyMetric('val/psnr')
 
@@ -110,12 +119,14 @@ class PDMSRMethod(api.MethodBase):
         'DegModel', kernel_nc=3, kernel_nf=64, kernel_nb=8, ksize=11, noise=True, noise_nc=3,
         noise_nf=64, noise_nb=8, noise_dim=3, noise_mix=True)
     c.discriminator = common.network_config('PatchGANDiscriminator', nf=64, nb=3, stride=1)
+    c.hr_discriminator = common.network_config('PatchGANDiscriminator', nf=64, nb=3, stride=1)
     c.pdm = pdm_config()
     c.loss = common.pixel_loss_config()
+    c.loss.update(common.perceptual_loss_config())
     c.optim = ml_collections.ConfigDict({
         name: optimizers.optimizer_config(2e-4, b2=0.999, milestones=MILESTONES, gamma=0.5,
                                           clip_norm=50.0)
-        for name in ('degradation', 'discriminator', 'sr')})
+        for name in ('degradation', 'discriminator', 'sr', 'hr_discriminator')})
     c.init = ml_collections.ConfigDict({'degradation': '', 'sr': ''})
     return c
 
@@ -125,15 +136,25 @@ class PDMSRMethod(api.MethodBase):
     common.validate_network(config.model, 'model')
     common.validate_network(config.degradation_model, 'degradation_model')
     common.validate_network(config.discriminator, 'discriminator')
+    common.validate_network(config.hr_discriminator, 'hr_discriminator')
     check(config.degradation_model.arch == 'DegModel', 'degradation_model.arch',
           'PDM-SR trains a DegModel', config.degradation_model.arch)
     check(config.discriminator.arch == 'PatchGANDiscriminator', 'discriminator.arch',
           'PDM-SR trains a PatchGANDiscriminator', config.discriminator.arch)
+    check(config.hr_discriminator.arch == 'PatchGANDiscriminator', 'hr_discriminator.arch',
+          'PDM-SR trains a PatchGANDiscriminator', config.hr_discriminator.arch)
     check(config.data.channels == 3, 'data.channels', 'the DegModel degrades RGB images',
           config.data.channels)
     common.validate_pixel_loss(config.loss)
     check(config.loss.pixel_target == 'gt', 'loss.pixel_target', "PDM-SR's SR target is 'gt'",
           config.loss.pixel_target)
+    common.validate_perceptual_loss(config.loss)
+    check(config.loss.perceptual_target == 'gt', 'loss.perceptual_target',
+          "PDM-SR's SR target is 'gt'", config.loss.perceptual_target)
+    check(p.sr_gan_type in esrgan.GAN_TYPES, 'pdm.sr_gan_type', f'one of {esrgan.GAN_TYPES}',
+          p.sr_gan_type)
+    check(p.train_sr or not (p.sr_gan_weight or config.loss.perceptual_weight), 'pdm.train_sr',
+          'the perceptual and SR GAN losses train the SR network', p.train_sr)
     ksize = config.degradation_model.kwargs.get('ksize', 21)
     check(p.hr_crop % config.scale == 0 and p.hr_crop > ksize, 'pdm.hr_crop',
           f'must be a multiple of the scale {config.scale} and larger than the kernel ({ksize})',
@@ -143,7 +164,8 @@ class PDMSRMethod(api.MethodBase):
     if p.train_degradation:
       check(bool(config.data.real_lr), 'data.real_lr',
             'training the degradation model needs a folder of real LR images', config.data.real_lr)
-    for field in ('lr_adv_weight', 'noise_weight', 'collapse_noise_std', 'collapse_warmup'):
+    for field in ('lr_adv_weight', 'noise_weight', 'sr_gan_weight', 'collapse_noise_std',
+                  'collapse_warmup'):
       check(p[field] >= 0, f'pdm.{field}', 'must be >= 0', p[field])
 
   def __init__(self, config: ml_collections.ConfigDict):
@@ -156,6 +178,12 @@ class PDMSRMethod(api.MethodBase):
     self.d_spec = models.ModelSpec('PatchGANDiscriminator',
                                    {**d.kwargs, 'in_c': config.data.channels})
     self.disc = self.d_spec.build(dtype=jnp.dtype(d.dtype))
+    h = config.hr_discriminator
+    self.hr_d_spec = (models.ModelSpec('PatchGANDiscriminator',
+                                       {**h.kwargs, 'in_c': config.data.channels})
+                      if config.pdm.sr_gan_weight > 0 else None)
+    self.hr_disc = self.hr_d_spec.build(dtype=jnp.dtype(h.dtype)) if self.hr_d_spec else None
+    self.vgg = common.load_vgg(config.loss) if config.loss.perceptual_weight > 0 else None
     self.tx = optimizers.build_all(config.optim)
     self.lr_crop = config.pdm.hr_crop // config.scale
     self._collapse_warned = False
@@ -171,6 +199,9 @@ class PDMSRMethod(api.MethodBase):
   def networks(self):
     return {'degradation': self.deg_spec, 'sr': self.spec}
 
+  def constants(self) -> dict[str, Any]:
+    return {'vgg': self.vgg[1]} if self.vgg else {}
+
   def init_state(self, key: jax.Array, initial: Mapping[str, Any]) -> api.TrainState:
     k_deg, k_lat, k_d, k_sr = jax.random.split(key, 4)
     c, hr, lr = self.config.data.channels, self.config.pdm.hr_crop, self.lr_crop
@@ -179,6 +210,9 @@ class PDMSRMethod(api.MethodBase):
     sr = initial.get('sr') or self.net.init(k_sr, jnp.zeros((1, lr, lr, c)))
     disc = self.disc.init(k_d, jnp.zeros((1, lr, lr, c)))
     params = {'degradation': deg['params'], 'discriminator': disc['params'], 'sr': sr['params']}
+    if self.hr_disc:  # its own key, so the other networks start as without it
+      params['hr_discriminator'] = self.hr_disc.init(jax.random.fold_in(k_d, 1),
+                                                     jnp.zeros((1, hr, hr, c)))['params']
     return api.TrainState(params=params,
                           opt={name: self.tx[name].init(p) for name, p in params.items()},
                           extra={'batch_stats': deg['batch_stats']})
@@ -230,15 +264,43 @@ class PDMSRMethod(api.MethodBase):
     metrics = {'l_deg': l_deg, 'l_d': l_d, **terms, **d_terms}
     return params, opt, stats, (fake, kernel, noise), metrics, (g_deg, g_d)
 
-  def _sr_step(self, state: api.TrainState, lq: jax.Array, hr: jax.Array):
-    """The SR network's update on a synthesised pair (the LR's gradient already stopped)."""
-    def sr_loss(params):
-      terms = common.pixel_losses(self.config.loss, self.net.apply({'params': params}, lq), hr)
-      return sum(terms.values()), terms
+  def _sr_step(self, state: api.TrainState, lq: jax.Array, hr: jax.Array, consts: Any
+               ) -> tuple[dict[str, Any], ...]:
+    """The SR network's update on a synthesised pair (the LR's gradient already stopped),
+    then the HR discriminator's on HR vs the pre-update SR output, as the esrgan method's."""
+    cfg, p = self.config.loss, self.config.pdm
+    percep = common.perceptual_term(cfg, self.vgg[0], consts['vgg']) if self.vgg else None
+    hd_params = state.params.get('hr_discriminator')
 
-    loss, terms, grads, params, opt = self._update('sr', state.params['sr'], state.opt['sr'],
-                                                   sr_loss)
-    return params, opt, {'l_sr': loss, **terms}, grads
+    def sr_loss(params):
+      out = self.net.apply({'params': params}, lq)
+      terms = common.pixel_losses(cfg, out, hr)
+      if percep is not None:
+        terms['l_percep'] = percep(out, hr)
+      if self.hr_disc:
+        terms['l_g_gan'] = p.sr_gan_weight * losses.gan_loss(
+            self.hr_disc.apply({'params': hd_params}, out), True, p.sr_gan_type,
+            for_discriminator=False)
+      return sum(terms.values()), (out, terms)
+
+    loss, (out, terms), grads, params, opt = self._update('sr', state.params['sr'],
+                                                          state.opt['sr'], sr_loss)
+    params, opt, metrics, grads = {'sr': params}, {'sr': opt}, {'l_sr': loss, **terms}, [grads]
+    if self.hr_disc:
+      fake = jax.lax.stop_gradient(out)
+
+      def hr_disc_loss(params):
+        real_logits, fake_logits = (self.hr_disc.apply({'params': params}, x) for x in (hr, fake))
+        l_real = losses.gan_loss(real_logits, True, p.sr_gan_type)
+        l_fake = losses.gan_loss(fake_logits, False, p.sr_gan_type)
+        return l_real + l_fake, {'l_hr_d_real': l_real, 'l_hr_d_fake': l_fake}
+
+      l_hd, hd_terms, hd_grads, params['hr_discriminator'], opt['hr_discriminator'] = (
+          self._update('hr_discriminator', hd_params, state.opt['hr_discriminator'],
+                       hr_disc_loss))
+      metrics.update({'l_hr_d': l_hd, **hd_terms})
+      grads.append(hd_grads)
+    return params, opt, metrics, grads
 
   def _warn_collapse(self, step: Any, noise_std: Any) -> None:
     """Host side of the collapse check: one warning per run."""
@@ -277,9 +339,11 @@ class PDMSRMethod(api.MethodBase):
       self._check_collapse(ctx.step, metrics['noise_std'])
     if p.train_sr:
       lq = jax.lax.stop_gradient(pdm_nn.straight_through_quantize(fake))
-      params['sr'], opt['sr'], sr_metrics, sr_grads = self._sr_step(state, lq, hr)
+      sr_params, sr_opt, sr_metrics, sr_grads = self._sr_step(state, lq, hr, ctx.consts)
+      params.update(sr_params)
+      opt.update(sr_opt)
       metrics.update(sr_metrics)
-      grads = (*grads, sr_grads)
+      grads = (*grads, *sr_grads)
     metrics['loss'] = metrics.get('l_sr', metrics.get('l_deg'))
     new = api.TrainState(params=params, opt=opt, extra=extra)
     return new, metrics, api.all_finite(metrics, grads, params, extra)
@@ -288,12 +352,16 @@ class PDMSRMethod(api.MethodBase):
     return state.params['sr']
 
   def exports(self, state: api.TrainState, ema: Any) -> dict[str, api.Product]:
-    """The SR network (`model.msgpack`) and the degradation model with its BatchNorm
-    statistics (`degradation.msgpack`)."""
-    return {'generator': api.Product(self.spec, {'params': ema}),
-            'degradation': api.Product(self.deg_spec,
-                                       {'params': state.params['degradation'],
-                                        'batch_stats': state.extra['batch_stats']})}
+    """The SR network (`model.msgpack`), the degradation model with its BatchNorm
+    statistics (`degradation.msgpack`) and, when trained, the HR discriminator."""
+    out = {'generator': api.Product(self.spec, {'params': ema}),
+           'degradation': api.Product(self.deg_spec,
+                                      {'params': state.params['degradation'],
+                                       'batch_stats': state.extra['batch_stats']})}
+    if self.hr_disc:
+      out['hr_discriminator'] = api.Product(self.hr_d_spec,
+                                            {'params': state.params['hr_discriminator']})
+    return out
 
   def evaluators(self) -> dict[str, api.Evaluator]:
     """SR validation when `eval.val` is set; the sampled kernels and noise always."""
