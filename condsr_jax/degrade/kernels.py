@@ -149,3 +149,15 @@ def kernel_from_params(record: Mapping[str, ArrayLike], pad_to: int = 21) -> jax
        _sinc_values(record['omega_c'], pad_to)],
       delta)
   return _mask_and_normalise(kernel, record['size'], pad_to)
+
+
+def widths(kernel: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Standard deviations along x and y (pixels) of kernels [B, k, k], each a distribution over
+  its taps: a learned kernel's sigma_x, sigma_y (those of a Gaussian kernel)."""
+  grid = jnp.arange(kernel.shape[-1], dtype=jnp.float32)
+
+  def std(weights):  # [B, k]: the kernel's marginal along one axis
+    mean = jnp.sum(weights * grid, -1, keepdims=True)
+    return jnp.sqrt(jnp.sum(weights * (grid - mean) ** 2, -1))
+
+  return std(kernel.sum(1)), std(kernel.sum(2))

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from condsr_jax import config as config_lib
-from condsr_jax.degrade import canvas, filters, noise, pipelines, records
+from condsr_jax.degrade import canvas, filters, kernels, noise, pipelines, records
 
 Batch = pipelines.Batch
 
@@ -62,16 +62,16 @@ def load(config: ml_collections.ConfigDict, scale: int, field: str = 'degradatio
   return spec, variables
 
 
-def kernel_widths(kernel: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Standard deviations (HR pixels) of kernels [B, k, k] along x and y: their widths."""
-  k = kernel.shape[-1]
-  grid = jnp.arange(k, dtype=jnp.float32)
-
-  def std(weights):  # weights [B, k]: the kernel's marginal along one axis
-    mean = jnp.sum(weights * grid, -1, keepdims=True)
-    return jnp.sqrt(jnp.sum(weights * (grid - mean) ** 2, -1))
-
-  return std(kernel.sum(1)), std(kernel.sum(2))
+def _checked(config: ml_collections.ConfigDict, scale: int, field: str = 'degradation'
+             ) -> tuple[Any, Any]:
+  """`load` after the size checks, the crop checked against the model's kernel padding: what
+  `validate` checks and the constructor uses, the model file read once."""
+  pipelines.check_sizes(config, scale, field)
+  spec, variables = load(config, scale, field)
+  pad = int(spec.build().ksize) // 2
+  config_lib.check(config.gt_size > pad, f'{field}.gt_size',
+                   f'must exceed the model\'s kernel padding ({pad} pixels)', config.gt_size)
+  return spec, variables
 
 
 @pipelines.register('learned')
@@ -81,11 +81,10 @@ class LearnedDegradation:
   patchwise = False  # degrades whole canvases once; patches are crops of the result
 
   def __init__(self, config: ml_collections.ConfigDict, scale: int):
-    self.validate(config, scale)
+    spec, variables = _checked(config, scale)
     self.config = config
     self.scale = scale
     self.canvas = config.crop_pad
-    spec, variables = load(config, scale)
     self.model = spec.build()
     self.variables = jax.tree.map(jnp.asarray, variables)
 
@@ -98,11 +97,7 @@ class LearnedDegradation:
   def validate(cls, config: ml_collections.ConfigDict, scale: int,
                field: str = 'degradation') -> None:
     """Raises `ConfigError` naming the first wrong field (found at `field`)."""
-    pipelines.check_sizes(config, scale, field)
-    spec, _ = load(config, scale, field)
-    pad = int(spec.build().ksize) // 2
-    config_lib.check(config.gt_size > pad, f'{field}.gt_size',
-                     f'must exceed the model\'s kernel padding ({pad} pixels)', config.gt_size)
+    _checked(config, scale, field)
 
   def param_sampler(self, crop: bool = True) -> records.CropSampler | None:
     """The crop offsets for grain; None without `crop` (the codes are drawn on the device)."""
@@ -130,7 +125,7 @@ class LearnedDegradation:
                                              codes.get('code/noise'), train=False)
     if self.config.quantize:
       lq = noise.quantize(lq)
-    sigma_x, sigma_y = kernel_widths(kernel)
+    sigma_x, sigma_y = kernels.widths(kernel)
     level = (jnp.zeros(hr.shape[0]) if noise_map is None
              else jnp.sqrt(jnp.mean(jnp.square(noise_map), (1, 2, 3))) * 255.0)
     record = {**codes, 'kernel': kernel, 'kernel/sigma_x': sigma_x, 'kernel/sigma_y': sigma_y,

@@ -23,12 +23,12 @@ psnr/2020Track1), the degradation model alone (deg/*.yml), or SR on a frozen deg
 (`init.degradation` a model file, train_degradation False: the model then runs with its running
 BatchNorm statistics and no real-LR stream is read).
 
-Diagnostics per step (TensorBoard scalars 'train/...'): `kernel_width` (the sampled kernels' spread in HR pixels, see
-`kernel_width`), `noise_std`, `d_real`, `d_fake`. The official noise branch often collapses to
-zero (issues #15, #36, #38): once `noise_std` stays below `pdm.collapse_noise_std` after
-`pdm.collapse_warmup` steps, one warning is logged. At each evaluation the evaluator 'deg'
-shows kernels and noise maps sampled at fixed codes (TensorBoard images 'deg/kernels',
-'deg/noise').
+Diagnostics per step (TensorBoard scalars 'train/...'): `kernel_width` (the sampled
+kernels' spread in HR pixels, see `kernel_width`), `noise_std`, `d_real`, `d_fake`. The
+official noise branch often collapses to zero (issues #15, #36, #38): the first step from
+`pdm.collapse_warmup` on whose `noise_std` is below `pdm.collapse_noise_std` logs one warning.
+At each evaluation the evaluator 'deg' shows kernels and noise maps
+sampled at fixed codes (TensorBoard images 'deg/kernels', 'deg/noise').
 """
 
 from typing import Any, Mapping
@@ -41,6 +41,7 @@ import numpy as np
 import optax
 
 from condsr_jax import losses, models
+from condsr_jax.degrade import kernels
 from condsr_jax.methods import api, common, esrgan, optimizers
 from condsr_jax.nn import pdm as pdm_nn
 
@@ -64,14 +65,10 @@ def pdm_config() -> ml_collections.ConfigDict:
 
 
 def kernel_width(kernel: jax.Array) -> jax.Array:
-  """Per kernel [B, k, k]: sqrt of half its second moment around its centroid, in HR pixels
-  (sigma for an isotropic Gaussian; sqrt((k^2 - 1) / 12) for a uniform k x k kernel)."""
-  u = jnp.arange(kernel.shape[-1], dtype=kernel.dtype)
-  mean_y = jnp.sum(kernel * u[:, None], axis=(1, 2))
-  mean_x = jnp.sum(kernel * u[None, :], axis=(1, 2))
-  dy = u[None, :, None] - mean_y[:, None, None]
-  dx = u[None, None, :] - mean_x[:, None, None]
-  return jnp.sqrt(jnp.sum(kernel * (dy ** 2 + dx ** 2), axis=(1, 2)) / 2)
+  """Per kernel [B, k, k]: sqrt((sigma_x^2 + sigma_y^2) / 2), in HR pixels (sigma for an
+  isotropic Gaussian; sqrt((k^2 - 1) / 12) for a uniform k x k kernel)."""
+  sigma_x, sigma_y = kernels.widths(kernel)
+  return jnp.sqrt((jnp.square(sigma_x) + jnp.square(sigma_y)) / 2)
 
 
 def lsgan_d_loss(real: jax.Array, fake: jax.Array) -> jax.Array:
