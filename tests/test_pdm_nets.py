@@ -238,3 +238,17 @@ def test_patchgan_matches_official_and_defaults_to_one_map(request):
                                      stride=ctor['stride'])
   out = single.apply(single.init(jax.random.key(0), x), x)
   assert out.shape == (*data['out/y'].shape[:1], *data['out/y'].shape[2:], 1)
+
+
+def test_kernel_model_without_a_code_learns_one_kernel():
+  """nc = 0, the deterministic degradation: one kernel for every image, its logits a parameter
+  that starts at the zero_init kernel and that a gradient moves."""
+  model = pdm.KernelModel(nc=0, ksize=5, scale=2)
+  hr = jax.random.uniform(jax.random.key(0), (3, 8, 8, 3))
+  variables = model.init(jax.random.key(1), hr)
+  assert jax.tree.map(jnp.shape, variables['params']) == {'logits': (25,)}
+  lr, kernel = model.apply(variables, hr)
+  np.testing.assert_array_equal(kernel, jnp.broadcast_to(kernel[0], kernel.shape))
+  assert kernel[0, 2, 2] == kernel.max() and lr.shape == (3, 4, 4, 3)
+  grads = jax.grad(lambda p: model.apply({'params': p}, hr)[0].std())(variables['params'])
+  assert np.abs(grads['logits']).max() > 0

@@ -212,7 +212,7 @@ class PDMSRMethod(api.MethodBase):
                                                      jnp.zeros((1, hr, hr, c)))['params']
     return api.TrainState(params=params,
                           opt={name: self.tx[name].init(p) for name, p in params.items()},
-                          extra={'batch_stats': deg['batch_stats']})
+                          extra={'batch_stats': deg.get('batch_stats', {})})
 
   def _degrade(self, params: Any, batch_stats: Any, hr: jax.Array, key: jax.Array
                ) -> tuple[tuple[jax.Array, jax.Array, jax.Array | None], Any]:
@@ -223,7 +223,7 @@ class PDMSRMethod(api.MethodBase):
       return self.deg.apply(variables, hr, rngs={'latent': key}), batch_stats
     out, mutated = self.deg.apply(variables, hr, train=True, rngs={'latent': key},
                                   mutable=['batch_stats'])
-    return out, mutated['batch_stats']
+    return out, mutated.get('batch_stats', {})
 
   def _update(self, name: str, params: Any, opt: Any, loss_fn):
     """One optimiser step of network `name`: (loss, aux, grads, new params, new opt state)."""

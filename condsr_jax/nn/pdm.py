@@ -107,6 +107,9 @@ class KernelModel(nn.Module):
   size and does not broadcast against the LR-sized patches, so the reference fails for any
   scale > 1 (no shipped configuration sets them); here they raise a ValueError instead.
   `zero_init` starts from the official near-uniform kernel (centre logit 1, others 0).
+  `nc = 0` (not an official setting) is the deterministic degradation: no code, one learned
+  kernel for every image, its ksize^2 logits a parameter ('logits', initialised as the last
+  conv's bias).
   """
   nc: int = 3
   nf: int = 64
@@ -127,12 +130,16 @@ class KernelModel(nn.Module):
           'has the HR size and does not fit the LR patches (the reference fails at scale > 1); '
           'only spatial=False, mix=False is supported')
     b = hr.shape[0]
-    if zk is None:
-      zk = jax.random.normal(self.make_rng('latent'), (b, 1, 1, self.nc))
     last_init = ((nn.initializers.zeros, _centre_tap(self.ksize)) if self.zero_init
                  else (layers.torch_default_init, nn.initializers.zeros))
-    logits = _trunk(zk, 'deg_kernel', self.nf, self.nb, 1, 1, self.ksize ** 2, last_init, train,
-                    self.dtype)
+    if self.nc == 0:
+      logits = jnp.broadcast_to(self.param('logits', last_init[1], (self.ksize ** 2,)),
+                                (b, self.ksize ** 2))
+    else:
+      if zk is None:
+        zk = jax.random.normal(self.make_rng('latent'), (b, 1, 1, self.nc))
+      logits = _trunk(zk, 'deg_kernel', self.nf, self.nb, 1, 1, self.ksize ** 2, last_init,
+                      train, self.dtype)
     kernel = jax.nn.softmax(logits.reshape(b, -1), axis=-1).reshape(b, self.ksize, self.ksize)
     return apply_kernel(hr, kernel.astype(hr.dtype), self.scale), kernel
 
@@ -217,7 +224,8 @@ class DegModel(nn.Module):
   The kernel branch blurs and subsamples by `scale`; the noise branch reads the blurred LR with
   its gradient stopped (the official detach) and its noise is added. Without a noise branch
   (`noise=False`, the official noise_opt None) the blurred LR goes through
-  `sinusoidal_quantize` and the noise output is None.
+  `sinusoidal_quantize` and the noise output is None. `kernel_nc=0, noise=False` is a
+  deterministic degradation: one learned kernel, no randomness (see `KernelModel`).
   """
   scale: int = 4
   kernel_nc: int = 3
