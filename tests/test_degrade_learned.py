@@ -1,15 +1,19 @@
 """The learned degradation kind: LR synthesised by a DegModel file, per-sample codes, per-task
 codes in task batches, config errors, and a Real-ESRNet run that trains on it."""
 
+import argparse
+
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
 
+from PIL import Image
+
 from condsr_jax import config as config_lib
-from condsr_jax import models, train
-from condsr_jax.degrade import learned, noise, pipelines, tasks
+from condsr_jax import images, models, train
+from condsr_jax.degrade import gallery, learned, noise, pipelines, tasks
 from conftest import REPO
 
 SPEC = models.ModelSpec('DegModel', dict(scale=4, kernel_nf=8, kernel_nb=1, ksize=11,
@@ -170,3 +174,20 @@ def test_learned_recipe_wraps_any_recipe(recipe, model_file):
     config_lib.validate(config)
   config.degradation.model = model_file
   config_lib.validate(config)
+
+
+def test_gallery_shows_a_learned_model(model_file, tmp_path, capsys):
+  src, out = tmp_path / 'photo.png', tmp_path / 'grid.png'
+  images.write_image(src, images.from_float(np.random.default_rng(0).random((88, 96, 3))))
+  parser = argparse.ArgumentParser()
+  gallery.add_cli_arguments(parser)
+  assert gallery.cli_main(parser.parse_args(
+      [str(src), '-o', str(out), '--config', 'learned', '--model', model_file, '-n', '2'])) == 0
+  assert np.asarray(Image.open(out)).shape[1] == 2 * (22 * 11 + 4) + 4  # 88 // 4 LR, 11x
+  lq, captions = gallery.synthesize(images.to_float(images.read_image(src)), 'learned', 2, 4, 0,
+                                    model_file)
+  assert lq.shape == (2, 22, 22, 3) and captions[0][0] != captions[1][0]  # one kernel each
+  assert captions[0][0].startswith('kernel s=') and captions[0][1].startswith('noise ')
+  assert gallery.cli_main(parser.parse_args([str(src), '-o', str(out), '--config',
+                                             'learned'])) == 2
+  assert '--model goes with --config learned' in capsys.readouterr().err

@@ -2,6 +2,7 @@
 the degradation parameters that made it (a quick look at what a training run will see).
 
   condsr-jax degrade IMAGE -o grid.png [--config realesrgan|classic] [-n 16] [--scale 4]
+  condsr-jax degrade IMAGE -o grid.png --config learned --model degradation.msgpack
 """
 
 import argparse
@@ -17,7 +18,7 @@ from condsr_jax import images
 from condsr_jax.degrade import pipelines, realesrgan
 from condsr_jax.degrade.kernels import KERNEL_TYPES
 
-CONFIGS = ('realesrgan', 'classic')
+CONFIGS = ('realesrgan', 'classic', 'learned')
 _KERNEL_NAMES = {'iso': 'iso', 'aniso': 'aniso', 'generalized_iso': 'gen-iso',
                  'generalized_aniso': 'gen-aniso', 'plateau_iso': 'plat-iso',
                  'plateau_aniso': 'plat-aniso', 'sinc': 'sinc', 'pulse': 'none'}
@@ -75,31 +76,44 @@ def describe_classic(r: dict[str, Any], downsample: str) -> list[str]:
           f'noise {float(r["noise/sigma"]):.1f}', f'jpeg {jpeg}']
 
 
-def _degradation(name: str, side: int, scale: int
+def describe_learned(r: dict[str, Any]) -> list[str]:
+  """Caption lines of one learned-degradation record: its kernel's widths and noise RMS."""
+  return [f'kernel s={float(r["kernel/sigma_x"]):.2f}/{float(r["kernel/sigma_y"]):.2f}',
+          f'noise {float(r["noise/sigma"]):.1f}']
+
+
+def _degradation(name: str, side: int, scale: int, model: str = ''
                  ) -> tuple[pipelines.Degradation, Callable[[dict], list[str]]]:
   config = pipelines.default_config(name, scale)
   config.crop_pad = config.gt_size = side
   if name == 'realesrgan':
     return pipelines.make(config, scale), describe_realesrgan
+  if name == 'learned':
+    config.model = model
+    return pipelines.make(config, scale), describe_learned
   return pipelines.make(config, scale), lambda r: describe_classic(r, config.downsample)
 
 
-def synthesize(img: np.ndarray, name: str, n: int, scale: int, seed: int
+def synthesize(img: np.ndarray, name: str, n: int, scale: int, seed: int, model: str = ''
                ) -> tuple[np.ndarray, list[list[str]]]:
-  """n LR variants [n, h, w, 3] of the centre square of `img` (HWC float) and their captions."""
+  """n LR variants [n, h, w, 3] of the centre square of `img` (HWC float) and their captions;
+  `model` is the DegModel file of the 'learned' kind. Captions read the host draws and the
+  per-sample values of the output record (a learned degradation draws on the device)."""
   side = min(img.shape[:2]) // scale * scale
   if side < _MIN_SIDE:
     raise ValueError(f'image of {img.shape[1]}x{img.shape[0]} pixels: needs a side of at '
                      f'least {_MIN_SIDE}')
   top, left = (img.shape[0] - side) // 2, (img.shape[1] - side) // 2
   square = img[top:top + side, left:left + side]
-  degradation, describe = _degradation(name, side, scale)
+  degradation, describe = _degradation(name, side, scale, model)
   sampler = degradation.param_sampler()
   records = [sampler(np.random.default_rng([seed, i])) for i in range(n)]
   batch = {k: np.stack([r[k] for r in records]) for k in records[0]}
   batch['gt'] = np.broadcast_to(square, (n,) + square.shape).astype(np.float32)
   out = jax.jit(degradation)(batch, jax.random.key(seed))
-  return np.asarray(out['lq']), [describe(r) for r in records]
+  drawn = {k: np.asarray(v) for k, v in out['record'].items() if np.ndim(v) == 1}
+  return np.asarray(out['lq']), [describe({**r, **{k: v[i] for k, v in drawn.items()}})
+                                 for i, r in enumerate(records)]
 
 
 def grid(lq: np.ndarray, captions: list[list[str]], columns: int) -> Image.Image:
@@ -128,7 +142,10 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument('image', help='image file (its centre square is degraded)')
   parser.add_argument('-o', '--output', required=True, help='output PNG')
   parser.add_argument('--config', default='realesrgan', choices=CONFIGS,
-                      help="degradation: Real-ESRGAN's second order, or CMDSR's classic one")
+                      help="degradation: Real-ESRGAN's second order, CMDSR's classic one, or a "
+                      'learned one (--model)')
+  parser.add_argument('--model', default='',
+                      help="--config learned: a DegModel model file (PDM-SR's degradation.msgpack)")
   parser.add_argument('-n', type=int, default=16, help='number of variants')
   parser.add_argument('--scale', type=int, default=4, choices=(2, 3, 4))
   parser.add_argument('--seed', type=int, default=0)
@@ -139,9 +156,13 @@ def cli_main(args: argparse.Namespace) -> int:
   if args.n < 1:
     print('condsr-jax degrade: -n must be at least 1', file=sys.stderr)
     return 2
+  if bool(args.model) != (args.config == 'learned'):
+    print('condsr-jax degrade: --model goes with --config learned (a DegModel file)',
+          file=sys.stderr)
+    return 2
   try:
     img = images.to_float(images.to_rgb(images.read_image(args.image)))
-    lq, captions = synthesize(img, args.config, args.n, args.scale, args.seed)
+    lq, captions = synthesize(img, args.config, args.n, args.scale, args.seed, args.model)
   except (images.ImageReadError, ValueError) as e:
     print(f'condsr-jax degrade: {e}', file=sys.stderr)
     return 2
