@@ -1,6 +1,7 @@
 """Building blocks shared by the networks: PyTorch-ordered pixel (un)shuffle, convs
-initialised like their PyTorch counterparts, PReLU, PyTorch's BatchNorm, nearest/bilinear
-upsampling and spectral-norm convolution with PyTorch's stored power-iteration state."""
+initialised like their PyTorch counterparts, PReLU, PyTorch's BatchNorm and InstanceNorm,
+nearest/bilinear upsampling and spectral-norm convolution with PyTorch's stored power-iteration
+state."""
 
 from typing import Any
 
@@ -33,6 +34,14 @@ def conv(features: int, kernel_size: int = 3, stride: int = 1, padding: int | No
 
 def lrelu(x: jax.Array, slope: float = 0.2) -> jax.Array:
   return jnp.where(x >= 0, x, slope * x)
+
+
+def instance_norm(x: jax.Array, eps: float = 1e-5) -> jax.Array:
+  """`nn.InstanceNorm2d(affine=False)`: each image's channels normalised over H and W (biased
+  variance, no running statistics)."""
+  xf = x.astype(jnp.float32)
+  mean, var = jnp.mean(xf, (1, 2), keepdims=True), jnp.var(xf, (1, 2), keepdims=True)
+  return ((xf - mean) * jax.lax.rsqrt(var + eps)).astype(x.dtype)
 
 
 def pixel_shuffle(x: jax.Array, r: int) -> jax.Array:

@@ -45,14 +45,6 @@ def straight_through_quantize(x: jax.Array) -> jax.Array:
   return x - jax.lax.stop_gradient(x) + jax.lax.stop_gradient(degrade_noise.quantize(x))
 
 
-def instance_norm(x: jax.Array, eps: float = 1e-5) -> jax.Array:
-  """`nn.InstanceNorm2d(affine=False)`: each image's channels normalised over H and W (biased
-  variance, no running statistics)."""
-  xf = x.astype(jnp.float32)
-  mean, var = jnp.mean(xf, (1, 2), keepdims=True), jnp.var(xf, (1, 2), keepdims=True)
-  return ((xf - mean) * jax.lax.rsqrt(var + eps)).astype(x.dtype)
-
-
 class ResBlock(nn.Module):
   """Official `ResBlock`: conv, BatchNorm, ReLU, conv, plus the input."""
   features: int
@@ -299,7 +291,7 @@ class PatchGANDiscriminator(nn.Module):
     for n in range(1, self.nb + 1):
       stride = self.stride if n < self.nb else 1
       x = conv(self.nf * min(2 ** n, 8), stride=stride, name=f'model_{3 * n - 1}')(x)
-      x = layers.lrelu(instance_norm(x))
+      x = layers.lrelu(layers.instance_norm(x))
     out = self.nf if self.reference_nf_output else 1
     return conv(out, name=f'model_{3 * self.nb + 2}')(x).astype(jnp.float32)
 

@@ -1,0 +1,220 @@
+"""DASR-Wei (Wei et al., CVPR 2021, "Unsupervised Real-world Image Super Resolution via Domain-
+distance Aware Training"): the DSN down-sampling generator, its frequency-separated
+discriminator and the SRN's wavelet PatchGAN, with the parameter names of the official
+`codes/DSN/model.py` and `codes/SRN/models/modules/architecture.py` (ShuhangGu/DASR).
+
+Images are NHWC in [0, 1]. The discriminators return raw logits; the official DSN applies the
+sigmoid inside, so the caller applies it (or uses a BCE-with-logits loss).
+"""
+
+import functools
+import math
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+from condsr_jax.degrade import frequency
+from condsr_jax.nn import layers, registry
+
+
+class ResidualBlock(nn.Module):
+  """Official DSN `ResidualBlock`: conv, PReLU (one shared slope), conv, plus the input."""
+  features: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    conv = functools.partial(layers.conv, self.features, 3, dtype=self.dtype)
+    return x + conv(name='conv2')(layers.PReLU(name='prelu')(conv(name='conv1')(x)))
+
+
+def _detect_generator(sd: registry.StateDict) -> dict[str, Any]:
+  """Sizes of a `De_resnet` state dict; the scale is 2^(number of stride-2 convs)."""
+  num_feat, in_channels = registry.out_in(sd, 'block_input.0.weight')
+  down_convs = sum(1 for k, v in sd.items() if k.startswith('down_sample.') and v.ndim == 4)
+  return dict(scale=2 ** down_convs, num_feat=num_feat, in_channels=in_channels,
+              num_block=registry.count_indices(sd, r'res_blocks\.(\d+)\.conv1\.weight'),
+              out_channels=int(sd['block_output.weight'].shape[0]))
+
+
+@registry.register(detect_keys=('block_input.0.weight', 'res_blocks.0.conv1.weight',
+                                'down_sample.0.weight', 'block_output.weight'),
+                   detect=_detect_generator)
+class DSNGenerator(nn.Module):
+  """Official `De_resnet`: clean HR [B, H, W, in] -> a source-domain-like LR in (0, 1).
+
+  Conv3x3 + PReLU, `num_block` ResidualBlocks, log2(scale) x [Conv3x3 stride 2 + PReLU],
+  Conv3x3 to `out_channels`, sigmoid; no global skip. Every PReLU has one shared slope. Each
+  stride-2 conv pads by 1 on every side, as PyTorch, so an odd side n becomes ceil(n / 2).
+  """
+  scale: int = 4
+  num_feat: int = 64
+  num_block: int = 8
+  in_channels: int = 3
+  out_channels: int = 3
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    if self.scale < 2 or self.scale & (self.scale - 1):
+      raise ValueError(f'DSNGenerator downscales by a power of two, got scale {self.scale}')
+    conv = functools.partial(layers.conv, self.num_feat, 3, dtype=self.dtype)
+    x = layers.PReLU(name='block_input_1')(conv(name='block_input_0')(x))
+    for i in range(self.num_block):
+      x = ResidualBlock(self.num_feat, self.dtype, name=f'res_blocks_{i}')(x)
+    for i in range(int(math.log2(self.scale))):
+      x = conv(stride=2, name=f'down_sample_{2 * i}')(x)
+      x = layers.PReLU(name=f'down_sample_{2 * i + 1}')(x)
+    x = layers.conv(self.out_channels, 3, dtype=self.dtype, name='block_output')(x)
+    return nn.sigmoid(x.astype(jnp.float32))
+
+  def example_inputs(self) -> tuple[jax.Array, ...]:
+    return (jnp.zeros((1, 4 * self.scale, 4 * self.scale, self.in_channels), jnp.float32),)
+
+
+FSD_FILTERS = ('gau', 'avg_pool', 'wavelet_cat', 'wavelet_sum')
+
+
+def fsd_filter(x: jax.Array, kind: str, kernel_size: int = 5) -> jax.Array:
+  """What the DSN discriminator of filter type `kind` sees of [B, H, W, C]: the high-pass
+  `filter_high` (Gaussian or box, include_pad=False) at full size, or the normalised Haar detail
+  bands at half size ('wavelet_cat': 3C channels, 'wavelet_sum': C)."""
+  if kind not in FSD_FILTERS:
+    raise ValueError(f'unknown discriminator filter {kind!r}; known: {", ".join(FSD_FILTERS)}')
+  if kind.startswith('wavelet_'):
+    return frequency.wavelet_high(x, kind[len('wavelet_'):])
+  low_pass = 'gau' if kind == 'gau' else 'avg'
+  return frequency.filter_high(x, low_pass, kernel_size, include_pad=False)
+
+
+def relativistic(logits: jax.Array, reference_logits: jax.Array) -> jax.Array:
+  """The official DSN discriminator's RaGAN path (`forward(x, y)` with wgan=True): each logit
+  map minus the batch mean of the reference images' maps."""
+  return logits - jnp.mean(reference_logits, axis=0)
+
+
+class DiscriminatorBasic(nn.Module):
+  """The FSSR patch discriminator with InstanceNorm (receptive field 13), logits per pixel."""
+  num_feat: int = 64
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    conv = functools.partial(layers.conv, kernel_size=5, dtype=self.dtype)
+    x = layers.lrelu(conv(self.num_feat, name='net_0')(x))
+    x = layers.lrelu(layers.instance_norm(conv(2 * self.num_feat, name='net_2')(x)))
+    x = layers.lrelu(layers.instance_norm(conv(4 * self.num_feat, name='net_5')(x)))
+    return layers.conv(1, 1, dtype=self.dtype, name='net_8')(x).astype(jnp.float32)
+
+
+def _check_fixed_buffer(sd: registry.StateDict, key: str, expected: np.ndarray) -> None:
+  """A fixed filter stored in an official state dict must be the one `fsd_filter` applies."""
+  if key not in sd:
+    raise ValueError(f'{key} is missing: the fixed filter buffers come together')
+  value = np.asarray(sd[key], np.float32)
+  if value.shape != expected.shape or not np.allclose(value, expected, rtol=0, atol=1e-6):
+    raise ValueError(f'{key} is not the fixed filter the discriminator applies: '
+                     f'{value.ravel()[:8]} vs {expected.ravel()[:8]}')
+
+
+_GAUSSIAN_KEY = 'filter.filter_low.filter.gaussian_filter.weight'
+_HAAR_KEYS = {f'DWT2.{band}_{axis}': (1, 1, 2, 1) if axis == 'col' else (1, 1, 1, 2)
+              for band in ('h0', 'h1') for axis in ('col', 'row')}
+
+
+def _detect_fsd(sd: registry.StateDict) -> dict[str, Any]:
+  """Filter and sizes of a DSN `Discriminator(D_arch='FSD')` state dict, with its fixed filter
+  buffers checked. The Gaussian buffer gives the kernel size; the box filter's size is not
+  stored (5 in every official launcher). A wavelet net reading 3C > 3 channels is taken as
+  'wavelet_cat' on C-channel images, else as 'wavelet_sum'."""
+  num_feat, net_in = registry.out_in(sd, 'net.net.0.weight')
+  kwargs = dict(num_feat=num_feat, in_channels=net_in)
+  if _GAUSSIAN_KEY in sd:
+    channels, _, k, _ = sd[_GAUSSIAN_KEY].shape
+    _check_fixed_buffer(sd, _GAUSSIAN_KEY,
+                        np.broadcast_to(frequency.gaussian_kernel(k), (channels, 1, k, k)))
+    return {**kwargs, 'filter': 'gau', 'kernel_size': int(k)}
+  if any(k in sd for k in _HAAR_KEYS):
+    s = 1 / math.sqrt(2)
+    for key, shape in _HAAR_KEYS.items():
+      taps = [s, s] if '.h0_' in key else [s, -s]
+      _check_fixed_buffer(sd, key, np.asarray(taps, np.float32).reshape(shape))
+    if net_in > 3 and net_in % 3 == 0:
+      return {**kwargs, 'filter': 'wavelet_cat', 'in_channels': net_in // 3}
+    return {**kwargs, 'filter': 'wavelet_sum'}
+  return {**kwargs, 'filter': 'avg_pool'}
+
+
+def _fsd_reads(kwargs: Mapping[str, Any], key: str) -> bool:
+  """The network's own weights; the fixed filter buffers are checked by detection instead."""
+  del kwargs
+  return key.startswith('net.')
+
+
+@registry.register(detect_keys=('net.net.0.weight', 'net.net.2.weight', 'net.net.5.weight',
+                                'net.net.8.weight'), detect=_detect_fsd, uses_key=_fsd_reads)
+class FSDiscriminator(nn.Module):
+  """Official DSN `Discriminator(D_arch='FSD', norm_layer='Instance')`: `fsd_filter`, then
+  `DiscriminatorBasic`: Conv5x5 + LReLU(0.2), 2 x [Conv5x5 + InstanceNorm + LReLU(0.2)], Conv1x1
+  to one map. Widths num_feat, 2 num_feat, 4 num_feat (official 64). Returns logits
+  [B, h, w, 1] at the filter's size (H x W, or half for the wavelet filters).
+
+  `kernel_size` is the low-pass filter's; `in_channels` (the image's) only sizes `init`.
+  """
+  filter: str = 'gau'
+  kernel_size: int = 5
+  num_feat: int = 64
+  in_channels: int = 3
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return DiscriminatorBasic(self.num_feat, self.dtype, name='net')(
+        fsd_filter(x, self.filter, self.kernel_size))
+
+  def example_inputs(self) -> tuple[jax.Array, ...]:
+    return (jnp.zeros((1, 16, 16, self.in_channels), jnp.float32),)
+
+
+def _detect_nlayer(sd: registry.StateDict) -> dict[str, Any]:
+  """Sizes of an SRN `NLayerDiscriminator`; one whose middle convs have a bias is the DSN or
+  PDM-SR variant, not this one."""
+  if 'model.2.bias' in sd:
+    raise ValueError('model.2 has a bias: not the SRN NLayerDiscriminator (its middle convs '
+                     'have none)')
+  num_feat, in_channels = registry.out_in(sd, 'model.0.weight')
+  n_layers = registry.count_indices(sd, r'model\.(\d+)\.weight') - 2  # less the first and last
+  return dict(in_channels=in_channels, num_feat=num_feat, n_layers=n_layers)
+
+
+@registry.register(detect_keys=('model.0.weight', 'model.0.bias', 'model.2.weight'),
+                   detect=_detect_nlayer)
+class NLayerPatchGAN(nn.Module):
+  """Official SRN `NLayerDiscriminator` (netD_target; in 9 = the normalised wavelet detail bands
+  of `frequency.wavelet_high`): raw logits [B, h, w, 1].
+
+  4x4 convs with padding 1 on every side: conv stride 2 (bias) + LReLU(0.2); n_layers - 1 x
+  [conv stride 2, no bias, InstanceNorm, LReLU]; conv stride 1, no bias, InstanceNorm, LReLU;
+  conv stride 1 to one map (bias). Widths num_feat min(2^n, 8).
+  """
+  in_channels: int = 9
+  num_feat: int = 64
+  n_layers: int = 2
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    conv = functools.partial(layers.conv, kernel_size=4, padding=1, dtype=self.dtype)
+    x = layers.lrelu(conv(self.num_feat, stride=2, name='model_0')(x))
+    for n in range(1, self.n_layers + 1):
+      stride = 2 if n < self.n_layers else 1
+      x = conv(self.num_feat * min(2 ** n, 8), stride=stride, use_bias=False,
+               name=f'model_{3 * n - 1}')(x)
+      x = layers.lrelu(layers.instance_norm(x))
+    return conv(1, name=f'model_{3 * self.n_layers + 2}')(x).astype(jnp.float32)
+
+  def example_inputs(self) -> tuple[jax.Array, ...]:
+    return (jnp.zeros((1, 32, 32, self.in_channels), jnp.float32),)
