@@ -10,6 +10,7 @@ import orbax.checkpoint as ocp
 
 from condsr_jax import config as config_lib
 from condsr_jax import images, models, train
+from condsr_jax.degrade import kernels
 from condsr_jax.methods import pdm
 from conftest import REPO, start_training
 
@@ -78,6 +79,16 @@ def test_kernel_width_is_sigma_of_a_gaussian():
   g = np.exp(-(u[:, None] ** 2 + u[None, :] ** 2) / (2 * 1.7 ** 2))
   width = pdm.kernel_width(jax.numpy.asarray((g / g.sum())[None], np.float32))
   np.testing.assert_allclose(width, [1.7], rtol=1e-3)
+
+
+def test_kernel_offset_is_the_shift_of_the_centre_of_mass():
+  """What pdm.kernel_centre_weight penalises: a Gaussian moved 2 taps right and 1 up is offset
+  by (2, -1) pixels; its width does not change."""
+  u = np.arange(21) - 10
+  g = np.exp(-((u[:, None] + 1) ** 2 + (u[None, :] - 2) ** 2) / (2 * 1.3 ** 2))
+  kernel = jax.numpy.asarray((g / g.sum())[None], np.float32)
+  np.testing.assert_allclose(np.ravel(kernels.offsets(kernel)), [2, -1], atol=1e-4)
+  np.testing.assert_allclose(pdm.kernel_width(kernel), [1.3], rtol=1e-3)
 
 
 def test_a_collapsed_noise_branch_is_warned_of_once(smoke_config, monkeypatch):

@@ -151,13 +151,24 @@ def kernel_from_params(record: Mapping[str, ArrayLike], pad_to: int = 21) -> jax
   return _mask_and_normalise(kernel, record['size'], pad_to)
 
 
+def _marginals(kernel: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Tap offsets from the centre [k] and the marginals along x and y [B, k] of kernels
+  [B, k, k] (odd k)."""
+  grid = jnp.arange(kernel.shape[-1], dtype=jnp.float32) - kernel.shape[-1] // 2
+  return grid, kernel.sum(1), kernel.sum(2)
+
+
+def offsets(kernel: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Centre of mass along x and y (pixels from the centre tap) of kernels [B, k, k], each a
+  distribution over its taps: the shift a kernel puts between an image and its blurred copy."""
+  grid, along_x, along_y = _marginals(kernel)
+  return jnp.sum(along_x * grid, -1), jnp.sum(along_y * grid, -1)
+
+
 def widths(kernel: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Standard deviations along x and y (pixels) of kernels [B, k, k], each a distribution over
   its taps: a learned kernel's sigma_x, sigma_y (those of a Gaussian kernel)."""
-  grid = jnp.arange(kernel.shape[-1], dtype=jnp.float32)
-
-  def std(weights):  # [B, k]: the kernel's marginal along one axis
-    mean = jnp.sum(weights * grid, -1, keepdims=True)
-    return jnp.sqrt(jnp.sum(weights * (grid - mean) ** 2, -1))
-
-  return std(kernel.sum(1)), std(kernel.sum(2))
+  grid, along_x, along_y = _marginals(kernel)
+  mean_x, mean_y = offsets(kernel)
+  return (jnp.sqrt(jnp.sum(along_x * (grid - mean_x[:, None]) ** 2, -1)),
+          jnp.sqrt(jnp.sum(along_y * (grid - mean_y[:, None]) ** 2, -1)))

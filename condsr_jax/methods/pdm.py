@@ -24,7 +24,9 @@ psnr/2020Track1), the degradation model alone (deg/*.yml), or SR on a frozen deg
 BatchNorm statistics and no real-LR stream is read).
 
 Diagnostics per step (TensorBoard scalars 'train/...'): `kernel_width` (the sampled
-kernels' spread in HR pixels, see `kernel_width`), `noise_std`, `d_real`, `d_fake`. The
+kernels' spread in HR pixels, see `kernel_width`), `kernel_offset` (their centre of mass from
+the centre tap, HR pixels: a shift no LR discriminator sees, penalised by
+`pdm.kernel_centre_weight`, off as in the reference), `noise_std`, `d_real`, `d_fake`. The
 official noise branch often collapses to zero (issues #15, #36, #38): the first step from
 `pdm.collapse_warmup` on whose `noise_std` is below `pdm.collapse_noise_std` logs one warning.
 At each evaluation the evaluator 'deg' shows kernels and noise maps
@@ -54,6 +56,10 @@ def pdm_config() -> ml_collections.ConfigDict:
       'hr_crop': 128,  # HR crop; real-LR crops are hr_crop / scale
       'lr_adv_weight': 1.0,
       'noise_weight': 100.0,
+      # Not in the reference: weight of the squared distance (HR pixels) of each kernel's centre
+      # of mass from its centre tap (KernelGAN's centralisation). An LR discriminator cannot see
+      # a shift, so learned kernels drift; SR trained on the shifted pairs learns the shift.
+      'kernel_centre_weight': 0.0,
       'train_degradation': True,
       'train_sr': True,
       'collapse_noise_std': 0.5 / 255,  # noise std (0..1 images) under which the branch collapsed
@@ -161,8 +167,8 @@ class PDMSRMethod(api.MethodBase):
     if p.train_degradation:
       check(bool(config.data.real_lr), 'data.real_lr',
             'training the degradation model needs a folder of real LR images', config.data.real_lr)
-    for field in ('lr_adv_weight', 'noise_weight', 'sr_gan_weight', 'collapse_noise_std',
-                  'collapse_warmup'):
+    for field in ('lr_adv_weight', 'noise_weight', 'kernel_centre_weight', 'sr_gan_weight',
+                  'collapse_noise_std', 'collapse_warmup'):
       check(p[field] >= 0, f'pdm.{field}', 'must be >= 0', p[field])
 
   def __init__(self, config: ml_collections.ConfigDict):
@@ -243,6 +249,9 @@ class PDMSRMethod(api.MethodBase):
           self.disc.apply({'params': d_params}, fake), True, 'lsgan', for_discriminator=False)}
       if noise is not None:
         terms['l_noise'] = p.noise_weight * jnp.mean(jnp.square(noise))
+      if p.kernel_centre_weight:
+        terms['l_kernel_centre'] = p.kernel_centre_weight * jnp.mean(
+            sum(jnp.square(o) for o in kernels.offsets(kernel)))
       return sum(terms.values()), (fake, kernel, noise, stats, terms)
 
     l_deg, (fake, kernel, noise, stats, terms), g_deg, deg_params, deg_opt = self._update(
@@ -331,6 +340,7 @@ class PDMSRMethod(api.MethodBase):
       (fake, kernel, noise), _ = self._degrade(params['degradation'], extra['batch_stats'], hr,
                                                ctx.key)
     metrics['kernel_width'] = jnp.mean(kernel_width(kernel))
+    metrics['kernel_offset'] = jnp.mean(jnp.hypot(*kernels.offsets(kernel)))
     if noise is not None:
       metrics['noise_std'] = jnp.std(noise)
       self._check_collapse(ctx.step, metrics['noise_std'])
