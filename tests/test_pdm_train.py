@@ -11,7 +11,7 @@ import orbax.checkpoint as ocp
 from condsr_jax import config as config_lib
 from condsr_jax import images, models, train
 from condsr_jax.degrade import kernels
-from condsr_jax.methods import pdm
+from condsr_jax.methods import common, pdm
 from conftest import REPO, start_training
 
 
@@ -93,7 +93,8 @@ def test_kernel_offset_is_the_shift_of_the_centre_of_mass():
 
 def test_a_collapsed_noise_branch_is_warned_of_once(smoke_config, monkeypatch):
   warnings = []
-  monkeypatch.setattr(pdm, 'logging', types.SimpleNamespace(warning=lambda *a: warnings.append(a)))
+  monkeypatch.setattr(common, 'logging',
+                      types.SimpleNamespace(warning=lambda *a: warnings.append(a)))
   # A zero-initialised noise branch that does not train generates no noise at all.
   config = smoke_config('pdm_sr_x4', **{'pdm.train_degradation': False, 'data.real_lr': '',
                                         'pdm.collapse_warmup': 1})

@@ -5,9 +5,12 @@ import dataclasses
 import os
 from typing import Any, Callable
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
+import optax
 
 from condsr_jax import config as config_lib
 from condsr_jax import losses, models
@@ -98,11 +101,9 @@ VGG19_WEIGHTS_HINT = ('the perceptual loss needs torchvision VGG19 weights: down
                       'and set --config.loss.vgg_weights=/path/to/vgg19-dcbb9e9d.pth')
 
 
-def perceptual_loss_config() -> ml_collections.ConfigDict:
-  """BasicSR's `PerceptualLoss` over VGG19 features (pre-ReLU, ImageNet-normalised input)."""
+def vgg_config() -> ml_collections.ConfigDict:
+  """The VGG19 features of a perceptual loss: layers and their weights, where the weights are."""
   return ml_collections.ConfigDict({
-      'perceptual_weight': 0.0,
-      'perceptual_target': 'gt',  # gt | usm
       'perceptual_layers': {'conv1_2': 0.1, 'conv2_2': 0.1, 'conv3_4': 1.0, 'conv4_4': 1.0,
                             'conv5_4': 1.0},
       'vgg_weights': '',  # torchvision vgg19 .pth (vgg19-dcbb9e9d.pth)
@@ -111,24 +112,36 @@ def perceptual_loss_config() -> ml_collections.ConfigDict:
   })
 
 
-def validate_perceptual_loss(loss: ml_collections.ConfigDict) -> None:
+def perceptual_loss_config() -> ml_collections.ConfigDict:
+  """BasicSR's `PerceptualLoss` over VGG19 features (pre-ReLU, ImageNet-normalised input)."""
+  c = ml_collections.ConfigDict({'perceptual_weight': 0.0, 'perceptual_target': 'gt'})  # gt | usm
+  c.update(vgg_config())
+  return c
+
+
+def validate_vgg(section: ml_collections.ConfigDict, field: str) -> None:
+  """A `vgg_config` section at `field` whose loss is used: known layers, an existing file."""
   from condsr_jax.nn import vgg  # pylint: disable=g-import-not-at-top
+  bad = [k for k in section.perceptual_layers if k not in vgg.VGG19_LAYER_NAMES]
+  check(not bad, f'{field}.perceptual_layers', f'unknown VGG19 layers {bad}', bad)
+  check(bool(section.vgg_weights) or section.allow_random_vgg, f'{field}.vgg_weights',
+        VGG19_WEIGHTS_HINT, section.vgg_weights)
+  check(not section.vgg_weights or os.path.isfile(section.vgg_weights), f'{field}.vgg_weights',
+        f'no such file; {VGG19_WEIGHTS_HINT}', section.vgg_weights)
+
+
+def validate_perceptual_loss(loss: ml_collections.ConfigDict) -> None:
   check(loss.perceptual_weight >= 0, 'loss.perceptual_weight', 'must be >= 0',
         loss.perceptual_weight)
   check(loss.perceptual_target in ('gt', 'usm'), 'loss.perceptual_target', "'gt' or 'usm'",
         loss.perceptual_target)
   if loss.perceptual_weight > 0:
-    bad = [k for k in loss.perceptual_layers if k not in vgg.VGG19_LAYER_NAMES]
-    check(not bad, 'loss.perceptual_layers', f'unknown VGG19 layers {bad}', bad)
-    check(bool(loss.vgg_weights) or loss.allow_random_vgg, 'loss.vgg_weights', VGG19_WEIGHTS_HINT,
-          loss.vgg_weights)
-    check(not loss.vgg_weights or os.path.isfile(loss.vgg_weights), 'loss.vgg_weights',
-          f'no such file; {VGG19_WEIGHTS_HINT}', loss.vgg_weights)
+    validate_vgg(loss, 'loss')
 
 
 def load_vgg(loss: ml_collections.ConfigDict) -> tuple[Any, Any]:
-  """(VGG19 feature module, its variables) for `loss.perceptual_layers`: torchvision weights
-  from `loss.vgg_weights`, or random features when `loss.allow_random_vgg`."""
+  """(VGG19 feature module, its variables) for `loss.perceptual_layers` (a `vgg_config`):
+  torchvision weights from `loss.vgg_weights`, or random features when `loss.allow_random_vgg`."""
   from condsr_jax import convert  # pylint: disable=g-import-not-at-top
   layers = tuple(loss.perceptual_layers)
   if loss.vgg_weights:
@@ -150,6 +163,33 @@ def perceptual_term(loss: ml_collections.ConfigDict, module: Any, variables: Any
     percep, _ = losses.perceptual_loss(features, out, target, layer_weights)
     return loss.perceptual_weight * percep
   return term
+
+
+def optimizer_step(tx: optax.GradientTransformation, params: Any, opt: Any,
+                   loss_fn: Callable[[Any], tuple[jax.Array, Any]]) -> tuple[Any, ...]:
+  """One update of `params` by `tx` on `loss_fn(params) -> (loss, aux)`: (loss, aux, grads,
+  new params, new optimiser state)."""
+  (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+  updates, opt = tx.update(grads, opt, params)
+  return loss, aux, grads, optax.apply_updates(params, updates), opt
+
+
+class OnceWarning:
+  """A warning a jitted step logs at most once per run: `warn_if` runs inside the step, and the
+  host callback is only taken while the condition holds, so a healthy run pays nothing."""
+
+  def __init__(self, message: str):
+    self.message = message  # an absl logging format for the values `warn_if` is given
+    self.fired = False
+
+  def _log(self, *values: Any) -> None:
+    if not self.fired:
+      self.fired = True
+      logging.warning(self.message, *(np.asarray(v).item() for v in values))
+
+  def warn_if(self, condition: jax.Array, *values: jax.Array) -> None:
+    """Logs the warning with `values` the first time `condition` holds."""
+    jax.lax.cond(condition, lambda: jax.debug.callback(self._log, *values), lambda: None)
 
 
 def validate_oracle(config: ml_collections.ConfigDict) -> None:

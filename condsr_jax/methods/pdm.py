@@ -35,12 +35,10 @@ sampled at fixed codes (TensorBoard images 'deg/kernels', 'deg/noise').
 
 from typing import Any, Mapping
 
-from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from condsr_jax import losses, models
 from condsr_jax.degrade import kernels
@@ -189,7 +187,10 @@ class PDMSRMethod(api.MethodBase):
     self.vgg = common.load_vgg(config.loss) if config.loss.perceptual_weight > 0 else None
     self.tx = optimizers.build_all(config.optim)
     self.lr_crop = config.pdm.hr_crop // config.scale
-    self._collapse_warned = False
+    self.collapse_warning = common.OnceWarning(
+        'step %d: the generated noise std %.2e is below pdm.collapse_noise_std = '
+        f"{config.pdm.collapse_noise_std:.2e}: the degradation model's noise branch collapsed "
+        '(fake LR without noise, a known PDM-SR failure); consider a lower pdm.noise_weight')
 
   def streams(self):
     p = self.config.pdm
@@ -233,9 +234,7 @@ class PDMSRMethod(api.MethodBase):
 
   def _update(self, name: str, params: Any, opt: Any, loss_fn):
     """One optimiser step of network `name`: (loss, aux, grads, new params, new opt state)."""
-    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    updates, opt = self.tx[name].update(grads, opt, params)
-    return loss, aux, grads, optax.apply_updates(params, updates), opt
+    return common.optimizer_step(self.tx[name], params, opt, loss_fn)
 
   def _degradation_step(self, state: api.TrainState, hr: jax.Array, real: jax.Array,
                         key: jax.Array) -> tuple[dict[str, Any], ...]:
@@ -308,22 +307,10 @@ class PDMSRMethod(api.MethodBase):
       grads.append(hd_grads)
     return params, opt, metrics, grads
 
-  def _warn_collapse(self, step: Any, noise_std: Any) -> None:
-    """Host side of the collapse check: one warning per run."""
-    if self._collapse_warned:
-      return
-    self._collapse_warned = True
-    logging.warning(
-        'step %d: the generated noise std %.2e is below pdm.collapse_noise_std = %.2e: the '
-        "degradation model's noise branch collapsed (fake LR without noise, a known PDM-SR "
-        'failure); consider a lower pdm.noise_weight', int(step), float(noise_std),
-        self.config.pdm.collapse_noise_std)
-
   def _check_collapse(self, step: jax.Array, noise_std: jax.Array) -> None:
     p = self.config.pdm
     collapsed = jnp.logical_and(step >= p.collapse_warmup, noise_std < p.collapse_noise_std)
-    jax.lax.cond(collapsed, lambda: jax.debug.callback(self._warn_collapse, step, noise_std),
-                 lambda: None)
+    self.collapse_warning.warn_if(collapsed, step, noise_std)
 
   def train_step(self, state: api.TrainState, batch: api.Batch, ctx: api.StepContext
                  ) -> tuple[api.TrainState, api.Metrics, jax.Array]:
