@@ -21,11 +21,8 @@ representations coloured by sigma. Writes a section of --out and the plot next t
 """
 
 import argparse
-import concurrent.futures
 import json
-import multiprocessing
 import os
-import pickle
 import tempfile
 import time
 
@@ -46,15 +43,6 @@ PROBE_CROPS = 3  # the centre and two corners of every photo
 DASR_VARIANTS = ('blind', 'oracle', 'dasr', 'no_contrast', 'centroid', 'multicrop',
                  'cross_image', 'momentum995', 'byol', 'local_fusion', 'large_encoder')
 CMDSR_VARIANTS = ('cmdsr_blind', 'cmdsr', 'cmdsr_oracle')
-
-
-def _single_thread() -> None:
-  """Each worker runs XLA on one core: these networks are too small to use two."""
-  os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
-                             ' --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1')
-  os.environ['CONDSR_JAX_KEEP_XLA_FLAGS'] = '1'
-  from absl import flags
-  flags.FLAGS.mark_as_parsed()  # grain reads absl flags
 
 
 def _degradation(config) -> None:
@@ -195,7 +183,7 @@ def evaluate(method, products: dict) -> dict:
 
 def run(variant: str, seed: int, sr_steps: int) -> dict:
   """Trains one variant with one seed and evaluates its exports (in a worker process)."""
-  _single_thread()
+  report_lib.single_thread()
   from condsr_jax import methods, models, train
   config = make_config(variant, seed, sr_steps)
   t0 = time.time()
@@ -350,39 +338,13 @@ def bicubic_cells(method) -> dict:
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--sr-steps', type=int, default=1000)
-  parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
-  parser.add_argument('--variants', nargs='+', default=list(DASR_VARIANTS + CMDSR_VARIANTS))
-  parser.add_argument('--workers', type=int, default=2)
-  parser.add_argument('--out', default=os.path.join(REPO, 'docs', 'results.md'))
-  parser.add_argument('--runs', default=os.path.join(tempfile.gettempdir(), 'dasr_small.pkl'),
-                      help='every finished run is kept here; --report-only rewrites the report')
-  parser.add_argument('--report-only', action='store_true')
-  parser.add_argument('--resume', action='store_true',
-                      help='keep the runs in --runs and run only the missing ones')
+  report_lib.add_run_arguments(parser, 'dasr_small', DASR_VARIANTS + CMDSR_VARIANTS,
+                               os.path.join(REPO, 'docs', 'results.md'))
   args = parser.parse_args()
-  t0 = time.time()
-  done = []
-  if args.report_only:
-    with open(args.runs, 'rb') as f:
-      done, elapsed = pickle.load(f)
-    t0 -= elapsed
-  else:
-    if args.resume and os.path.exists(args.runs):
-      with open(args.runs, 'rb') as f:
-        done, elapsed = pickle.load(f)
-      t0 -= elapsed
-    finished = {(r['variant'], r['seed']) for r in done}
-    jobs = [(v, s) for s in args.seeds for v in args.variants if (v, s) not in finished]
-    ctx = multiprocessing.get_context('spawn')
-    with concurrent.futures.ProcessPoolExecutor(args.workers, mp_context=ctx) as pool:
-      futures = [pool.submit(run, v, s, args.sr_steps) for v, s in jobs]
-      for future in concurrent.futures.as_completed(futures):
-        done.append(future.result())
-        with open(args.runs, 'wb') as f:
-          pickle.dump((done, time.time() - t0), f)
-  results: dict = {v: sorted([r for r in done if r['variant'] == v], key=lambda r: r['seed'])
-                   for v in args.variants if any(r['variant'] == v for r in done)}
-  _single_thread()
+  jobs = [(v, s) for s in args.seeds for v in args.variants]
+  done, t0 = report_lib.run_all(args, run, jobs, args.sr_steps)
+  results = report_lib.by_variant(done, args.variants)
+  report_lib.single_thread()
   from condsr_jax import methods
   bicubic = bicubic_cells(methods.build(make_config('blind', 0, args.sr_steps)))
   plot = os.path.join(os.path.dirname(args.out), 'dasr_representations.png')
