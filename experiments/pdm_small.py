@@ -147,7 +147,7 @@ def degradation_config(variant: str, seed: int, steps: int, data: dict):
   c.discriminator.kwargs.update(nf=16, nb=2)
   c.model.kwargs.update(num_feat=8, num_block=1)  # built, not trained
   # The single kernel's logits are parameters: at 1e-3 they barely left the near-uniform start
-  # in 1000 steps (width 3.1 -> 3.0), at 1e-2 they settle; the probabilistic model learns at
+  # in 600 steps (width 3.1 -> 3.2), at 1e-2 they settle; the probabilistic model learns at
   # 1e-3 and at 5e-4-5e-3 behaved alike.
   for optim, lr in ((c.optim.degradation, DEG_LR[model]), (c.optim.discriminator, 1e-3)):
     optim.lr, optim.milestones = lr, (steps // 2, steps * 3 // 4)
