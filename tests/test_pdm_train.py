@@ -107,6 +107,21 @@ def test_a_collapsed_noise_branch_is_warned_of_once(smoke_config, monkeypatch):
   assert len(warnings) == 1 and 'collapsed' in warnings[0][0] and warnings[0][1] == 1
 
 
+def test_degradation_only_trains_the_degradation_model_alone(smoke_config):
+  """The official deg/*.yml mode (train_sr False): no SR loss or validation, the SR network as
+  initialised; the kernel-centring term is taken when its weight is set."""
+  config = smoke_config('pdm_sr_x4', **{'pdm.train_sr': False, 'pdm.kernel_centre_weight': 1.0})
+  method, state, step = start_training(config)
+  rng = np.random.default_rng(0)
+  batch = {'hr': {'gt': rng.random((4, 32, 32, 3), np.float32)},
+           'real_lr': {'lq': rng.random((4, 8, 8, 3), np.float32)}}
+  new, metrics = step(state, batch, {})
+  assert 'l_sr' not in metrics and float(metrics['loss']) == float(metrics['l_deg'])
+  assert 'l_kernel_centre' in metrics and np.isfinite(float(metrics['kernel_offset']))
+  jax.tree.map(np.testing.assert_array_equal, new.method.params['sr'], state.method.params['sr'])
+  assert set(method.evaluators()) == {'deg'}
+
+
 
 def test_the_perceptual_variant_trains_four_networks_and_the_psnr_recipe_builds_two_fewer(
     smoke_config):

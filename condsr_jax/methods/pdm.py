@@ -346,8 +346,9 @@ class PDMSRMethod(api.MethodBase):
     return state.params['sr']
 
   def exports(self, state: api.TrainState, ema: Any) -> dict[str, api.Product]:
-    """The SR network (`model.msgpack`), the degradation model with its BatchNorm
-    statistics (`degradation.msgpack`) and, when trained, the HR discriminator."""
+    """The SR network (`model.msgpack`; untrained, as initialised, when `pdm.train_sr` is
+    False), the degradation model with its BatchNorm statistics (`degradation.msgpack`: the same
+    file name in every mode) and, when trained, the HR discriminator."""
     out = {'generator': api.Product(self.spec, {'params': ema}),
            'degradation': api.Product(self.deg_spec,
                                       {'params': state.params['degradation'],
@@ -358,6 +359,7 @@ class PDMSRMethod(api.MethodBase):
     return out
 
   def evaluators(self) -> dict[str, api.Evaluator]:
-    """SR validation when `eval.val` is set; the sampled kernels and noise always."""
-    return {**common.sr_validation(self.config),
-            'deg': DegradationSamples(self.config.pdm.hr_crop)}
+    """SR validation when `eval.val` is set and the SR network trains; the sampled kernels and
+    noise always."""
+    sr = common.sr_validation(self.config) if self.config.pdm.train_sr else {}
+    return {**sr, 'deg': DegradationSamples(self.config.pdm.hr_crop)}
