@@ -17,6 +17,8 @@ COMMANDS = {
     'degrade': ('condsr_jax.degrade.gallery', 'gallery of synthesized degradations of an image'),
     'evaluate': ('condsr_jax.evaluate',
                  'PSNR/SSIM of a model against bicubic on a validation folder'),
+    'adapt': ('condsr_jax.adapt',
+              'SR for real LR from unpaired data: degradation, generated pairs, SR (DASR-Wei)'),
 }
 
 

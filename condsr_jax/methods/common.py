@@ -165,6 +165,64 @@ def perceptual_term(loss: ml_collections.ConfigDict, module: Any, variables: Any
   return term
 
 
+PERCEPTUAL_DISTANCES = ('lpips_alex', 'lpips_vgg', 'vgg19')
+
+
+def perceptual_distance_config(weight: float) -> ml_collections.ConfigDict:
+  """A perceptual distance term of its own kind: LPIPS (from weight files) or VGG19 features."""
+  return ml_collections.ConfigDict({
+      'perceptual_weight': weight,
+      'perceptual': 'lpips_alex',  # lpips_alex | lpips_vgg | vgg19
+      'lpips_weights': '',  # LPIPS: the trunk and linear-layer files, comma-separated
+      'vgg': vgg_config(),  # the 'vgg19' distance
+  })
+
+
+def validate_perceptual_distance(section: ml_collections.ConfigDict, field: str) -> None:
+  """A `perceptual_distance_config` at `field`; its files must exist when the weight is > 0."""
+  from condsr_jax import perceptual  # pylint: disable=g-import-not-at-top
+  check(section.perceptual_weight >= 0, f'{field}.perceptual_weight', 'must be >= 0',
+        section.perceptual_weight)
+  check(section.perceptual in PERCEPTUAL_DISTANCES, f'{field}.perceptual',
+        f'one of {PERCEPTUAL_DISTANCES}', section.perceptual)
+  if section.perceptual_weight == 0:
+    return
+  if section.perceptual == 'vgg19':
+    validate_vgg(section.vgg, f'{field}.vgg')
+    return
+  hint = perceptual.weights_hint(section.perceptual)
+  files = [f for f in section.lpips_weights.split(',') if f]
+  check(bool(files), f'{field}.lpips_weights', f'the perceptual loss needs them: {hint}',
+        section.lpips_weights)
+  missing = [f for f in files if not os.path.isfile(f)]
+  check(not missing, f'{field}.lpips_weights', f'no such file {missing}; {hint}',
+        section.lpips_weights)
+
+
+def as_rgb(x: jax.Array) -> jax.Array:
+  """Grey images as three equal channels, for the RGB perceptual networks."""
+  return jnp.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x
+
+
+def load_perceptual_distance(section: ml_collections.ConfigDict
+                             ) -> tuple[Callable[..., jax.Array], Any]:
+  """(distance(variables, x, y) -> mean over the batch, its variables) of a
+  `perceptual_distance_config`: LPIPS, or the VGG19 feature loss; grey images as RGB."""
+  from condsr_jax import perceptual  # pylint: disable=g-import-not-at-top
+  if section.perceptual != 'vgg19':
+    metric = perceptual.load(section.perceptual,
+                             [f for f in section.lpips_weights.split(',') if f])
+    apply = metric.spec.build().apply
+    return (lambda v, x, y: jnp.mean(apply(v, as_rgb(x), as_rgb(y)))), metric.variables
+  module, variables = load_vgg(section.vgg)
+  layers = dict(section.vgg.perceptual_layers)
+
+  def vgg_distance(v: Any, x: jax.Array, y: jax.Array) -> jax.Array:
+    return losses.perceptual_loss(lambda im: module.apply(v, im), as_rgb(x), as_rgb(y),
+                                  layers)[0]
+  return vgg_distance, variables
+
+
 def optimizer_step(tx: optax.GradientTransformation, params: Any, opt: Any,
                    loss_fn: Callable[[Any], tuple[jax.Array, Any]]) -> tuple[Any, ...]:
   """One update of `params` by `tx` on `loss_fn(params) -> (loss, aux)`: (loss, aux, grads,

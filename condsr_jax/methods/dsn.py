@@ -36,7 +36,6 @@ runs the generator on the validation HR images: the same two diagnostics, and pe
 bicubic | fake panel (LR: the folder's `lq/` when paired, else the 8-bit bicubic).
 """
 
-import os
 from typing import Any, Callable, Mapping
 
 import jax
@@ -44,38 +43,36 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from condsr_jax import losses, models, perceptual
+from condsr_jax import losses, models
 from condsr_jax.degrade import frequency, matlab
 from condsr_jax.methods import api, common, optimizers
 from condsr_jax.nn import dasr_wei
 
-PERCEPTUAL_KINDS = ('lpips_alex', 'lpips_vgg', 'vgg19')
 GAN_TYPES = ('vanilla', 'ragan')
 
 
 def dsn_config() -> ml_collections.ConfigDict:
   """The method's own section: crop, loss weights, perceptual loss, the two warnings."""
-  return ml_collections.ConfigDict({
+  c = common.perceptual_distance_config(0.01)  # LPIPS-alex, the official loss
+  c.update({
       'hr_crop': 256,  # HR crop; real-LR crops are hr_crop / scale
       'color_weight': 1.0,
-      'perceptual_weight': 0.01,
       'texture_weight': 0.005,
-      'perceptual': 'lpips_alex',  # lpips_alex (the official loss) | lpips_vgg | vgg19
-      'lpips_weights': '',  # LPIPS: the trunk and linear-layer files, comma-separated
-      'vgg': common.vgg_config(),  # the 'vgg19' perceptual loss
       'gan_type': 'vanilla',  # vanilla (sigmoid + BCE) | ragan
       'collapse_distance': 1 / 255,  # mean |fake - bicubic| under which the DSN collapsed
       'color_shift_limit': 2 / 255,  # |mean Low(fake) - mean Low(bicubic)| over which colours drift
       'collapse_warmup': 1000,  # steps before both checks start
   })
+  return c
 
 
 def low_pass(filter_kind: str, kernel_size: int) -> Callable[[jax.Array], jax.Array]:
   """The colour loss's low-pass for a discriminator filter: the unpadded Gaussian or box
-  `filter_low`, or half the Haar LL band for the wavelet filters."""
+  `filter_low` (Gaussian for 'gau' and 'none', as the official `--no_highpass`), or half the
+  Haar LL band for the wavelet filters."""
   if filter_kind.startswith('wavelet_'):
     return frequency.wavelet_low_half
-  kind = 'gau' if filter_kind == 'gau' else 'avg'
+  kind = 'avg' if filter_kind == 'avg_pool' else 'gau'
   return lambda x: frequency.filter_low(x, kind, kernel_size, padding=False)
 
 
@@ -94,11 +91,6 @@ def generator_gan_loss(fake: jax.Array, real: jax.Array | None, gan_type: str) -
     return (losses.gan_loss(rel_real, False, 'vanilla')
             + losses.gan_loss(rel_fake, True, 'vanilla')) / 2
   return losses.gan_loss(fake, True, 'vanilla', for_discriminator=False)
-
-
-def as_rgb(x: jax.Array) -> jax.Array:
-  """Grey images as three equal channels, for the RGB perceptual networks."""
-  return jnp.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x
 
 
 def lr_diagnostics(fake: jax.Array, bic: jax.Array, low: Callable[[jax.Array], jax.Array]
@@ -174,27 +166,11 @@ class DSNMethod(api.MethodBase):
           f'filter ({k})', d.hr_crop)
     check(bool(config.data.real_lr), 'data.real_lr', 'the DSN needs a folder of real LR images',
           config.data.real_lr)
-    for field in ('color_weight', 'perceptual_weight', 'texture_weight', 'collapse_distance',
-                  'color_shift_limit', 'collapse_warmup'):
+    for field in ('color_weight', 'texture_weight', 'collapse_distance', 'color_shift_limit',
+                  'collapse_warmup'):
       check(d[field] >= 0, f'dsn.{field}', 'must be >= 0', d[field])
     check(d.gan_type in GAN_TYPES, 'dsn.gan_type', f'one of {GAN_TYPES}', d.gan_type)
-    check(d.perceptual in PERCEPTUAL_KINDS, 'dsn.perceptual', f'one of {PERCEPTUAL_KINDS}',
-          d.perceptual)
-    if d.perceptual_weight > 0:
-      cls._validate_perceptual_files(d)
-
-  @staticmethod
-  def _validate_perceptual_files(d: ml_collections.ConfigDict) -> None:
-    if d.perceptual == 'vgg19':
-      common.validate_vgg(d.vgg, 'dsn.vgg')
-      return
-    hint = perceptual.weights_hint(d.perceptual)
-    files = [f for f in d.lpips_weights.split(',') if f]
-    common.check(bool(files), 'dsn.lpips_weights', f'the perceptual loss needs them: {hint}',
-                 d.lpips_weights)
-    missing = [f for f in files if not os.path.isfile(f)]
-    common.check(not missing, 'dsn.lpips_weights', f'no such file {missing}; {hint}',
-                 d.lpips_weights)
+    common.validate_perceptual_distance(d, 'dsn')
 
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__(config)
@@ -206,7 +182,8 @@ class DSNMethod(api.MethodBase):
     self.disc = self.d_spec.build(dtype=jnp.dtype(d.dtype))
     self.low = low_pass(self.disc.filter, self.disc.kernel_size)
     self.lr_crop = config.dsn.hr_crop // config.scale
-    self.perceptual = self._load_perceptual() if config.dsn.perceptual_weight > 0 else None
+    self.perceptual = (common.load_perceptual_distance(config.dsn)
+                       if config.dsn.perceptual_weight > 0 else None)
     self.tx = optimizers.build_all(config.optim)
     limits = config.dsn
     self.collapse_warning = common.OnceWarning(
@@ -217,20 +194,6 @@ class DSNMethod(api.MethodBase):
         'step %d: the colour shift |mean Low(fake LR) - mean Low(bicubic)| = %.2e exceeds '
         f'dsn.color_shift_limit = {limits.color_shift_limit:.2e}: the texture GAN outweighs the '
         'colour loss; consider a lower dsn.texture_weight')
-
-  def _load_perceptual(self) -> tuple[Callable[..., jax.Array], Any]:
-    """(distance(variables, x, y), its variables) of `dsn.perceptual`: LPIPS per image, or the
-    VGG19 feature loss (a scalar)."""
-    d = self.config.dsn
-    if d.perceptual != 'vgg19':
-      metric = perceptual.load(d.perceptual, [f for f in d.lpips_weights.split(',') if f])
-      return metric.spec.build().apply, metric.variables
-    module, variables = common.load_vgg(d.vgg)
-    layers = dict(d.vgg.perceptual_layers)
-
-    def vgg_distance(v: Any, x: jax.Array, y: jax.Array) -> jax.Array:
-      return losses.perceptual_loss(lambda im: module.apply(v, im), x, y, layers)[0]
-    return vgg_distance, variables
 
   def streams(self):
     return {'hr': common.train_stream(self.config, crop_size=self.config.dsn.hr_crop),
@@ -276,8 +239,7 @@ class DSNMethod(api.MethodBase):
       terms = {'l_color': d.color_weight * losses.l1_loss(self.low(fake), low_bic)}
       if self.perceptual:
         distance, variables = self.perceptual[0], ctx.consts['perceptual']
-        terms['l_percep'] = d.perceptual_weight * jnp.mean(
-            distance(variables, as_rgb(fake), as_rgb(bic)))
+        terms['l_percep'] = d.perceptual_weight * distance(variables, fake, bic)
       fake_logits = self.disc.apply({'params': d_params}, fake)
       terms['l_texture'] = d.texture_weight * generator_gan_loss(fake_logits, real_logits,
                                                                  d.gan_type)

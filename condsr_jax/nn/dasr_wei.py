@@ -75,15 +75,18 @@ class DSNGenerator(nn.Module):
     return (jnp.zeros((1, 4 * self.scale, 4 * self.scale, self.in_channels), jnp.float32),)
 
 
-FSD_FILTERS = ('gau', 'avg_pool', 'wavelet_cat', 'wavelet_sum')
+FSD_FILTERS = ('gau', 'avg_pool', 'wavelet_cat', 'wavelet_sum', 'none')
 
 
 def fsd_filter(x: jax.Array, kind: str, kernel_size: int = 5) -> jax.Array:
   """What the DSN discriminator of filter type `kind` sees of [B, H, W, C]: the high-pass
   `filter_high` (Gaussian or box, include_pad=False) at full size, or the normalised Haar detail
-  bands at half size ('wavelet_cat': 3C channels, 'wavelet_sum': C)."""
+  bands at half size ('wavelet_cat': 3C channels, 'wavelet_sum': C); 'none' is the whole image
+  (the official `--no_highpass`, a full-image discriminator)."""
   if kind not in FSD_FILTERS:
     raise ValueError(f'unknown discriminator filter {kind!r}; known: {", ".join(FSD_FILTERS)}')
+  if kind == 'none':
+    return x
   if kind.startswith('wavelet_'):
     return frequency.wavelet_high(x, kind[len('wavelet_'):])
   low_pass = 'gau' if kind == 'gau' else 'avg'
@@ -218,3 +221,50 @@ class NLayerPatchGAN(nn.Module):
 
   def example_inputs(self) -> tuple[jax.Array, ...]:
     return (jnp.zeros((1, 32, 32, self.in_channels), jnp.float32),)
+
+
+# Domain-distance maps (DASR-Wei stage 2): the discriminator's per-pixel scores spread back over
+# the pixels each one sees, overlaps averaged (the official `receptive_cal.getWeights`).
+
+ConvGeometry = tuple[int, int, int]  # (kernel, stride, padding) of one conv layer, per axis
+# `FSDiscriminator`'s convs: three 5x5 (padding 2) and a 1x1, receptive field 13.
+FSD_LAYERS: tuple[ConvGeometry, ...] = ((5, 1, 2),) * 3 + ((1, 1, 0),)
+# What the official `create_dataset_modified.py` back-projects FSD scores through: four
+# [k5, s1, p2] layers, receptive field 17, one 5x5 layer more than the network has.
+FSD_REFERENCE_LAYERS: tuple[ConvGeometry, ...] = ((5, 1, 2),) * 4
+
+
+def receptive_windows(size: int, conv_layers: tuple[ConvGeometry, ...]) -> np.ndarray:
+  """[n_out, size] 0/1: the input pixels each output of the conv stack sees along one axis.
+
+  The official `receptive_cal.outFromIn` geometry (jump, receptive field, centre of output 0 at
+  `start`) and `weights_matrix` window [start + i jump - rf // 2, ... + rf), truncated to ints
+  and clipped to the image.
+  """
+  n, jump, rf, start = size, 1, 1, 0.5
+  for k, s, p in conv_layers:
+    n_out = (n - k + 2 * p) // s + 1
+    pad_left = ((n_out - 1) * s - n + k) // 2
+    start += ((k - 1) / 2 - pad_left) * jump
+    rf += (k - 1) * jump
+    jump *= s
+    n = n_out
+  windows = np.zeros((n, size), np.float32)
+  for i in range(n):
+    centre = start + i * jump
+    windows[i, int(max(0, centre - rf // 2)):int(centre + rf - rf // 2)] = 1
+  return windows
+
+
+def domain_distance_map(scores: jax.Array, conv_layers: tuple[ConvGeometry, ...],
+                        in_size: tuple[int, int]) -> jax.Array:
+  """[B, h, w, 1] discriminator scores -> [B, H, W, 1] on its input grid `in_size`: each pixel
+  the mean of the scores whose receptive field covers it (0 where none does)."""
+  rows = jnp.asarray(receptive_windows(in_size[0], conv_layers))
+  cols = jnp.asarray(receptive_windows(in_size[1], conv_layers))
+  if (rows.shape[0], cols.shape[0]) != scores.shape[1:3]:
+    raise ValueError(f'scores of size {scores.shape[1:3]} do not come from a {in_size} input '
+                     f'through {conv_layers} (that gives {(rows.shape[0], cols.shape[0])})')
+  total = jnp.einsum('ip,bijc,jq->bpqc', rows, scores, cols)
+  count = jnp.einsum('ip,jq->pq', rows, cols)[None, :, :, None]
+  return jnp.where(count > 0, total / jnp.maximum(count, 1), 0.0)
