@@ -66,8 +66,8 @@ def generate_pairs(generator: str, discriminator: str, hr_folder: str, out: str,
   g_spec, g_vars, _ = models.load_model_file(generator)
   d_spec, d_vars, _ = models.load_model_file(discriminator)
   scale = int(g_spec.build().scale)
-  degrade = jax.jit(g_spec.build().apply)
-  distance = jax.jit(lambda v, lr: domain_distance(d_spec, v, lr, reference_field))
+  # Op by op, not jitted: a jitted network would compile again for every image size.
+  degrade = g_spec.build().apply
   paths = images.list_images(hr_folder)
   if not paths:
     raise FileNotFoundError(f'{hr_folder}: no images to generate pairs from')
@@ -81,7 +81,8 @@ def generate_pairs(generator: str, discriminator: str, hr_folder: str, out: str,
     hr = hr[:h, :w]
     lr = degrade(g_vars, jnp.asarray(images.to_float(hr))[None])
     lr8 = images.from_float(np.asarray(lr[0]))  # saved, and mapped, as the SRN will read it
-    ddm = distance(d_vars, jnp.asarray(images.to_float(lr8))[None])
+    ddm = domain_distance(d_spec, d_vars, jnp.asarray(images.to_float(lr8))[None],
+                          reference_field)
     stem = os.path.splitext(os.path.relpath(path, hr_folder))[0]
     for name, img in (('gt', hr), ('lq', lr8),
                       ('dist', images.from_float(np.asarray(ddm[0]), np.uint16))):
