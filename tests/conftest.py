@@ -85,6 +85,16 @@ def evaluate_command_psnr(capsys, config, workdir) -> str:
   return f'{float(mean[column + 1]):.3f}'
 
 
+def stopped_at(workdir, step: int, into) -> pathlib.Path:
+  """`into` as a run of `workdir`'s recipe stopped at `step` leaves it: only `workdir`'s checkpoint
+  of that step. Resuming it and comparing with `workdir`'s later checkpoints tests exact resume
+  without training (and compiling) the first `step` steps a second time."""
+  into = pathlib.Path(into)
+  shutil.copytree(pathlib.Path(workdir) / 'checkpoints' / str(step),
+                  into / 'checkpoints' / str(step))
+  return into
+
+
 def pytest_configure(config):
   del config
   flags.FLAGS.mark_as_parsed()

@@ -9,7 +9,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from condsr_jax import cli, config as config_lib, images, models, train
-from conftest import evaluate_command_psnr, start_training, training_batch
+from conftest import evaluate_command_psnr, start_training, stopped_at, training_batch
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 # Each takes its own path through the step: several query and key views of two sizes (centroid
@@ -41,8 +41,9 @@ def _same(a, b) -> bool:
 def test_recipe_trains_resumes_exactly_exports_and_upscales(tmp_path, smoke_config, capsys):
   straight, split = tmp_path / 'straight', tmp_path / 'split'
   summary = train.train_and_evaluate(_config(smoke_config), str(straight))
+  # The split run resumes the straight run's step-4 checkpoint rather than training 0 -> 4.
   quiet = {'eval.val': ''}
-  train.train_and_evaluate(_config(smoke_config, **quiet, **{'train.num_steps': 4}), str(split))
+  stopped_at(straight, 4, split)
   train.train_and_evaluate(_config(smoke_config, **quiet), str(split))  # resumes 4 -> 6
   # Parameters, both optimisers, BatchNorm statistics, the key encoder, queue and pointer.
   a, b = (_checkpointed_method_state(w, 6) for w in (straight, split))
