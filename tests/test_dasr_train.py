@@ -40,7 +40,9 @@ def _same(a, b) -> bool:
 
 def test_recipe_trains_resumes_exactly_exports_and_upscales(tmp_path, smoke_config, capsys):
   straight, split = tmp_path / 'straight', tmp_path / 'split'
-  summary = train.train_and_evaluate(_config(smoke_config), str(straight))
+  # One validation image: the run and `condsr-jax evaluate` each degrade it on the whole grid.
+  one = {'eval.max_images': 1}
+  summary = train.train_and_evaluate(_config(smoke_config, **one), str(straight))
   # The split run resumes the straight run's step-4 checkpoint rather than training 0 -> 4.
   quiet = {'eval.val': ''}
   stopped_at(straight, 4, split)
@@ -54,7 +56,7 @@ def test_recipe_trains_resumes_exactly_exports_and_upscales(tmp_path, smoke_conf
   jax.tree.map(np.testing.assert_array_equal, a[1], b[1])
   assert a[0].arch == 'BlindSR' and set(a[1]) == {'params', 'batch_stats'}
   # Validation conditions the generator as `condsr-jax evaluate` does: the same PSNR.
-  assert evaluate_command_psnr(capsys, _config(smoke_config), straight) == (
+  assert evaluate_command_psnr(capsys, _config(smoke_config, **one), straight) == (
       f'{summary.metrics["val/psnr"]:.3f}')
   lr = images.read_image(REPO / 'tests' / 'fixtures' / 'torch_rrdbnet' / 'input.png')
   images.write_image(tmp_path / 'in.png', lr[:24, :20])
