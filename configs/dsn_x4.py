@@ -2,7 +2,8 @@
 against the frequency-separated discriminator (FSD, nf 64, InstanceNorm) on the Haar detail bands
 (`filter='wavelet_cat'`, the official README's DSN command and the bands the SRN's discriminator
 reads, so the domain-distance maps come from the same filter). Batch 8, HR crop 256 -> LR 64;
-colour 1, LPIPS-alex 0.01, texture 0.005 (the code defaults); Adam 1e-4, beta1 0.5, no EMA.
+colour 1, LPIPS-alex 0.01, texture 0.005 (the code defaults); Adam 1e-4, beta1 0.5, decaying
+linearly to 0 over the last 3/8 of the steps (the last 150 of 400 epochs), no EMA.
 
   python -m condsr_jax.main --config configs/dsn_x4.py --workdir workdirs/dsn_x4 \
       --config.data.train=datasets/DIV2K_train_HR \
@@ -49,4 +50,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.dsn.collapse_warmup = 200
   elif arg:
     raise ValueError(f'unknown variant {arg!r}')
+  decay = c.train.num_steps * 3 // 8  # 400 epochs, the last 150 decaying
+  for optim in (c.optim.generator, c.optim.discriminator):
+    optim.schedule, optim.decay_steps = 'linear', decay
+    optim.decay_start = c.train.num_steps - decay
   return c

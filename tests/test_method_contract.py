@@ -294,6 +294,10 @@ def test_schedules_follow_basicsr_iterations():
   cosine = lr(schedule='cosine', decay_steps=4, min_lr=0.2)
   expected = [0.2 + 0.4 * (1 + np.cos(np.pi * i / 4)) for i in (1, 2, 4)] + [0.2]
   np.testing.assert_allclose([cosine(t) for t in (0, 1, 3, 9)], expected, rtol=1e-6)
+  # The DSN's LambdaLR: full rate until decay_start, then linearly to min_lr over decay_steps.
+  linear = lr(schedule='linear', decay_start=2, decay_steps=4)
+  np.testing.assert_allclose([linear(t) for t in range(8)], [1, 1, 0.75, 0.5, 0.25, 0, 0, 0],
+                             atol=1e-7)
   warm = lr(schedule='constant', warmup_steps=4)
   np.testing.assert_allclose([warm(t) for t in range(6)], [0.25, 0.5, 0.75, 1, 1, 1])
 

@@ -16,14 +16,15 @@ import optax
 from condsr_jax import config as config_lib
 
 KINDS = ('adam', 'adamw', 'sgd')
-SCHEDULES = ('constant', 'multistep', 'cosine')
+SCHEDULES = ('constant', 'multistep', 'cosine', 'linear')
 
 
 def optimizer_config(lr: float, *, kind: str = 'adam', b1: float = 0.9, b2: float = 0.99,
                      eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.0,
                      nesterov: bool = False, schedule: str = 'multistep',
                      milestones: Sequence[int] = (), gamma: float = 0.5, decay_steps: int = 0,
-                     min_lr: float = 0.0, warmup_steps: int = 0, clip_norm: float = 0.0
+                     decay_start: int = 0, min_lr: float = 0.0, warmup_steps: int = 0,
+                     clip_norm: float = 0.0
                      ) -> ml_collections.ConfigDict:
   """One optimiser's section. Defaults are BasicSR's Adam (betas 0.9, 0.99; eps 1e-8).
 
@@ -31,14 +32,17 @@ def optimizer_config(lr: float, *, kind: str = 'adam', b1: float = 0.9, b2: floa
     `nesterov`; `weight_decay` added to the gradient, as torch's SGD).
   schedule: 'constant'; 'multistep' (lr x gamma at each of `milestones`, BasicSR's
     MultiStepRestartLR without restarts); 'cosine' (from lr to `min_lr` over `decay_steps`, its
-    CosineAnnealingRestartLR with one period). `warmup_steps` > 0 ramps lr linearly up first
+    CosineAnnealingRestartLR with one period); 'linear' (lr for `decay_start` updates, then
+    linearly to `min_lr` over `decay_steps`, the DSN's LambdaLR decay per step rather than per
+    epoch). `warmup_steps` > 0 ramps lr linearly up first
     (BasicSR's warm-up: iteration t of the warm-up uses lr x t / warmup_steps).
   clip_norm: > 0 clips the global gradient norm first.
   """
   return ml_collections.ConfigDict(dict(
       kind=kind, lr=lr, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, momentum=momentum,
       nesterov=nesterov, schedule=schedule, milestones=list(milestones), gamma=gamma,
-      decay_steps=decay_steps, min_lr=min_lr, warmup_steps=warmup_steps, clip_norm=clip_norm))
+      decay_steps=decay_steps, decay_start=decay_start, min_lr=min_lr, warmup_steps=warmup_steps,
+      clip_norm=clip_norm))
 
 
 def validate(spec: ml_collections.ConfigDict, field: str) -> None:
@@ -55,9 +59,10 @@ def validate(spec: ml_collections.ConfigDict, field: str) -> None:
   check(all(int(m) > 0 for m in spec.milestones), f'{field}.milestones',
         'must be positive step counts', spec.milestones)
   check(spec.gamma > 0, f'{field}.gamma', 'must be positive', spec.gamma)
-  if spec.schedule == 'cosine':
-    check(spec.decay_steps > 0, f'{field}.decay_steps', "must be positive for 'cosine'",
+  if spec.schedule in ('cosine', 'linear'):
+    check(spec.decay_steps > 0, f'{field}.decay_steps', f"must be positive for '{spec.schedule}'",
           spec.decay_steps)
+    check(spec.decay_start >= 0, f'{field}.decay_start', 'must be >= 0', spec.decay_start)
     check(0 <= spec.min_lr <= spec.lr, f'{field}.min_lr', f'must be in [0, lr = {spec.lr}]',
           spec.min_lr)
   check(spec.warmup_steps >= 0, f'{field}.warmup_steps', 'must be >= 0', spec.warmup_steps)
@@ -74,6 +79,9 @@ def learning_rate(spec: ml_collections.ConfigDict) -> optax.Schedule:
   elif spec.schedule == 'cosine':
     base = optax.cosine_decay_schedule(spec.lr, int(spec.decay_steps),
                                        alpha=spec.min_lr / spec.lr)
+  elif spec.schedule == 'linear':
+    base = optax.linear_schedule(spec.lr, spec.min_lr, int(spec.decay_steps),
+                                 int(spec.decay_start))
   else:
     base = optax.constant_schedule(spec.lr)
   warmup = int(spec.warmup_steps)
