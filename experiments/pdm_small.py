@@ -37,7 +37,6 @@ distribution's (a histogram figure next to --out).
 
 import argparse
 import os
-import shutil
 import tempfile
 import time
 
@@ -75,18 +74,6 @@ def hidden_degradation():
   return c
 
 
-def _read(path: str) -> np.ndarray:
-  """An image as RGB float."""
-  from condsr_jax import images
-  return images.to_float(images.to_rgb(images.read_image(path)))
-
-
-def _tiles(img: np.ndarray, size: int) -> list[np.ndarray]:
-  """The non-overlapping size x size tiles of an image, row by row."""
-  return [img[i:i + size, j:j + size] for i in range(0, img.shape[0] - size + 1, size)
-          for j in range(0, img.shape[1] - size + 1, size)]
-
-
 def degrade_tiles(hr_tiles: list[np.ndarray], seed: int) -> list[tuple[np.ndarray, dict]]:
   """(LR, record) of each tile under its own draw of the hidden degradation."""
   import jax
@@ -110,20 +97,11 @@ def prepare(root: str) -> dict:
   """Writes the clean-HR folder (left halves) and the real-LR folder (PNG tiles of the right
   halves, degraded) under `root`; returns their paths and the test pairs."""
   from condsr_jax import images
-  shutil.rmtree(root, ignore_errors=True)  # written afresh: nothing stale, no links followed
-  clean, real = os.path.join(root, 'clean_hr'), os.path.join(root, 'real_lr')
-  for folder in (clean, real):
-    os.makedirs(folder)
-  tiles = []
-  for path in images.list_images(os.path.join(DEMO, 'train')):
-    img = _read(path)
-    half = img.shape[1] // 2
-    name = os.path.splitext(os.path.basename(path))[0]
-    images.write_image(os.path.join(clean, f'{name}.png'), images.from_float(img[:, :half]))
-    tiles += _tiles(img[:, half:], REAL_TILE)
+  clean, real, tiles = report_lib.unpaired_demo_domains(root, DEMO, REAL_TILE)
   for i, (lq, _) in enumerate(degrade_tiles(tiles, seed=1)):
     images.write_image(os.path.join(real, f'{i:03d}.png'), images.from_float(lq))
-  hr_test = [t for name in TEST for t in _tiles(_read(os.path.join(DEMO, name)), TEST_TILE)]
+  hr_test = [t for name in TEST
+             for t in report_lib.tiles(report_lib.read_rgb(os.path.join(DEMO, name)), TEST_TILE)]
   test = [(lq, hr, record) for hr, (lq, record) in zip(hr_test, degrade_tiles(hr_test, seed=2))]
   return {'clean': clean, 'real': real, 'test': test, 'real_count': len(tiles)}
 

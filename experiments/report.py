@@ -1,6 +1,6 @@
 """What the experiments share: single-threaded workers, the run arguments, a resumable pool of
-(variant, seed) runs, mean ± std over seeds, and replacing their section of a Markdown results
-file."""
+(variant, seed) runs, the unpaired demo-photo domains, mean ± std over seeds, and replacing their
+section of a Markdown results file."""
 
 import argparse
 import concurrent.futures
@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import pickle
 import re
+import shutil
 import tempfile
 import time
 from typing import Any, Callable, Sequence
@@ -60,6 +61,39 @@ def run_all(args: argparse.Namespace, run: Callable[..., dict], jobs: Sequence[t
       with open(args.runs, 'wb') as f:
         pickle.dump((done, time.time() - t0), f)
   return done, t0
+
+
+def read_rgb(path: str) -> np.ndarray:
+  """An image as RGB float."""
+  from condsr_jax import images  # pylint: disable=g-import-not-at-top
+  return images.to_float(images.to_rgb(images.read_image(path)))
+
+
+def tiles(img: np.ndarray, size: int) -> list[np.ndarray]:
+  """The non-overlapping size x size tiles of an image, row by row."""
+  return [img[i:i + size, j:j + size] for i in range(0, img.shape[0] - size + 1, size)
+          for j in range(0, img.shape[1] - size + 1, size)]
+
+
+def unpaired_demo_domains(root: str, demo: str, real_tile: int
+                          ) -> tuple[str, str, list[np.ndarray]]:
+  """(clean-HR folder, empty real-LR folder, HR tiles for it) from the demo training photos:
+  the left half of each photo is written to `root`/clean_hr, its right half cut into
+  `real_tile` tiles for the caller to degrade into `root`/real_lr, so the domains share their
+  kind of content and no pixel. `root` is written afresh (nothing stale, no links followed)."""
+  from condsr_jax import images  # pylint: disable=g-import-not-at-top
+  shutil.rmtree(root, ignore_errors=True)
+  clean, real = os.path.join(root, 'clean_hr'), os.path.join(root, 'real_lr')
+  for folder in (clean, real):
+    os.makedirs(folder)
+  right = []
+  for path in images.list_images(os.path.join(demo, 'train')):
+    img = read_rgb(path)
+    half = img.shape[1] // 2
+    name = os.path.splitext(os.path.basename(path))[0]
+    images.write_image(os.path.join(clean, f'{name}.png'), images.from_float(img[:, :half]))
+    right += tiles(img[:, half:], real_tile)
+  return clean, real, right
 
 
 def by_variant(done: Sequence[dict], variants: Sequence[str]) -> dict[str, list[dict]]:
