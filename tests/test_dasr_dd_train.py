@@ -14,7 +14,7 @@ import pytest
 from condsr_jax import adapt, cli, images, models, train
 from condsr_jax.methods import common
 from condsr_jax.nn import dasr_wei
-from conftest import start_training
+from conftest import start_training, stopped_at
 
 
 def official_domain_distance(scores: np.ndarray, size: tuple[int, int], convnet) -> np.ndarray:
@@ -71,10 +71,8 @@ def test_srn_trains_resumes_exactly_and_exports(tmp_path, smoke_config):
   summary = train.train_and_evaluate(smoke_config('dasr_dd_x4', **{'eval.max_images': 1}),
                                      str(straight))
   assert np.isfinite(summary.metrics['val/psnr'])
-  quiet = {'eval.val': ''}
-  train.train_and_evaluate(smoke_config('dasr_dd_x4', **quiet, **{'train.num_steps': 4}),
-                           str(split))
-  train.train_and_evaluate(smoke_config('dasr_dd_x4', **quiet), str(split))  # resumes 4 -> 6
+  stopped_at(straight, 4, split)  # a run stopped at step 4 ...
+  train.train_and_evaluate(smoke_config('dasr_dd_x4', **{'eval.val': ''}), str(split))  # -> 6
   items = {p.name for p in (straight / 'checkpoints' / '6').iterdir()
            if not p.name.startswith('_')}
   assert items - {'commit_success.txt'} == {'data_train', 'data_real_lr', 'data_hr', 'state'}
