@@ -1,8 +1,8 @@
 """PyTorch checkpoints to Flax variables.
 
-Reads `.pth` without running pickled code (a restricted unpickler over PyTorch's zip format;
-torch itself is not needed), `.safetensors` and `.npz`; detects the architecture with the
-detectors the networks register (`condsr_jax.nn.registry`); maps keys generically
+Reads `.pth` without torch and without running pickled code (`condsr_jax.pth`), `.safetensors`
+and `.npz`; detects the architecture with the detectors the networks register
+(`condsr_jax.nn.registry`); maps keys generically
 (`body.0.rdb1.conv1.weight` -> params/body_0/rdb1/conv1/kernel, OIHW -> HWIO, linear [out, in]
 -> [in, out]) guided by the target module's variable tree, and reports missing, unexpected and
 mis-shaped keys together.
@@ -10,107 +10,22 @@ mis-shaped keys together.
 
 import argparse
 import ast
-import collections
 import os
-import pickle
 import sys
-import zipfile
 from typing import Any, Mapping
 
 import jax
-import ml_dtypes
 import numpy as np
 import safetensors.numpy
 from flax import traverse_util
 
-from condsr_jax import models
+from condsr_jax import models, pth
 from condsr_jax.nn import registry
 
 StateDict = dict[str, np.ndarray]
 
 # ---------------------------------------------------------------------------------------------
 # Reading files.
-
-_TORCH_STORAGE_DTYPES = {
-    'FloatStorage': np.float32, 'DoubleStorage': np.float64, 'HalfStorage': np.float16,
-    'BFloat16Storage': ml_dtypes.bfloat16, 'LongStorage': np.int64, 'IntStorage': np.int32,
-    'ShortStorage': np.int16, 'CharStorage': np.int8, 'ByteStorage': np.uint8,
-    'BoolStorage': np.bool_,
-}
-
-
-class _StorageType:
-  def __init__(self, name: str):
-    self.dtype = np.dtype(_TORCH_STORAGE_DTYPES[name])
-
-
-def _rebuild_tensor_v2(storage, offset, size, stride, *unused):
-  if not size:
-    return storage[offset:offset + 1].reshape(()).copy()
-  item = storage.itemsize
-  return np.lib.stride_tricks.as_strided(
-      storage[offset:], shape=tuple(size), strides=tuple(s * item for s in stride)).copy()
-
-
-def _rebuild_parameter(data, *unused):
-  return data
-
-
-class _SafeTorchUnpickler(pickle.Unpickler):
-  """Unpickles PyTorch's `data.pkl` allowing only tensors, storages and plain containers."""
-
-  _ALLOWED = {
-      ('collections', 'OrderedDict'): collections.OrderedDict,
-      ('torch._utils', '_rebuild_tensor_v2'): _rebuild_tensor_v2,
-      ('torch._utils', '_rebuild_parameter'): _rebuild_parameter,
-      ('torch._utils', '_rebuild_parameter_with_state'): _rebuild_parameter,
-      ('builtins', 'set'): set,
-      ('builtins', 'frozenset'): frozenset,
-  }
-
-  def __init__(self, file, archive: zipfile.ZipFile, prefix: str, path: str):
-    super().__init__(file)
-    self._archive, self._prefix, self._path = archive, prefix, path
-    self._storages: dict[str, np.ndarray] = {}
-
-  def find_class(self, module, name):
-    if (module, name) in self._ALLOWED:
-      return self._ALLOWED[(module, name)]
-    if module == 'torch' and name in _TORCH_STORAGE_DTYPES:
-      return _StorageType(name)
-    raise pickle.UnpicklingError(
-        f'{self._path}: refusing to load {module}.{name}: the file pickles more than tensors '
-        '(a whole nn.Module or custom objects). Save `model.state_dict()` instead.')
-
-  def persistent_load(self, pid):
-    kind, storage_type, key, _location, numel = pid
-    if kind != 'storage' or not isinstance(storage_type, _StorageType):
-      raise pickle.UnpicklingError(f'{self._path}: unsupported storage record {pid!r}')
-    if key not in self._storages:
-      raw = self._archive.read(f'{self._prefix}data/{key}')
-      self._storages[key] = np.frombuffer(raw, dtype=storage_type.dtype, count=numel)
-    return self._storages[key]
-
-
-def _read_pth(path: str) -> Any:
-  if not zipfile.is_zipfile(path):
-    try:
-      import torch  # pylint: disable=g-import-not-at-top
-    except ImportError as e:
-      raise ValueError(f'{path}: legacy (pre-1.6, non-zip) PyTorch file; install the [torch] '
-                       'extra to read it') from e
-    obj = torch.load(path, map_location='cpu', weights_only=True)
-    return jax.tree.map(lambda t: t.numpy() if hasattr(t, 'numpy') else t, obj)
-  with zipfile.ZipFile(path) as archive:
-    pkl = [n for n in archive.namelist() if n.endswith('data.pkl')]
-    if not pkl:
-      raise ValueError(f'{path}: zip file without data.pkl: not a PyTorch checkpoint')
-    prefix = pkl[0][: -len('data.pkl')]
-    byteorder = f'{prefix}byteorder'
-    if byteorder in archive.namelist() and archive.read(byteorder).strip() != b'little':
-      raise ValueError(f'{path}: big-endian PyTorch files are not supported')
-    with archive.open(pkl[0]) as f:
-      return _SafeTorchUnpickler(f, archive, prefix, path).load()
 
 
 def _read_npz(path: str) -> StateDict:
@@ -139,10 +54,7 @@ def read_state_dict(path: str | os.PathLike, param_key: str | None = None) -> St
   elif ext == '.npz':
     obj = _read_npz(path)
   else:
-    try:
-      obj = _read_pth(path)
-    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, KeyError) as e:
-      raise ValueError(f'{path}: cannot read as a PyTorch checkpoint: {e}') from e
+    obj = pth.read(path)
   if not isinstance(obj, Mapping):
     raise ValueError(f'{path}: expected a dict of tensors, got {type(obj).__name__}')
   if param_key and not isinstance(obj.get(param_key), Mapping):
