@@ -13,6 +13,8 @@ from condsr_jax import xla_flags
 COMMANDS = {
     'upscale': ('condsr_jax.inference', 'upscale images or folders with a model'),
     'convert': ('condsr_jax.convert', 'convert a PyTorch checkpoint to a condsr_jax model file'),
+    'export': ('condsr_jax.export',
+               'export a model as a PyTorch .pth, safetensors, orbax directory or ONNX file'),
     'prep': ('condsr_jax.data.prep', 'prepare a dataset: multiscale | subimages | meta-info'),
     'degrade': ('condsr_jax.degrade.gallery', 'gallery of synthesized degradations of an image'),
     'evaluate': ('condsr_jax.evaluate',

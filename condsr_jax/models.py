@@ -2,12 +2,15 @@
 
 A spec names an architecture of `condsr_jax.nn.ARCHITECTURES` and its constructor arguments, so
 a model file is self-describing: `upscale`, `load_model` and training restores need nothing else.
-`load_weights` also reads a training workdir's model and PyTorch checkpoints.
+The same spec beside an orbax checkpoint of the variables is the orbax model directory
+(`save_orbax`), which restores onto any sharding. `load_weights` reads both, a training
+workdir's model and PyTorch checkpoints.
 """
 
 import dataclasses
 import json
 import os
+import shutil
 from typing import Any
 
 import jax
@@ -23,6 +26,7 @@ FORMAT_VERSION = 1
 MODEL_SUFFIX = '.msgpack'
 MODEL_FILE = 'model.msgpack'  # the main model a training run exports into its workdir
 CHECKPOINT_SUFFIXES = ('.pth', '.pt', '.ckpt', '.safetensors', '.npz', '.bin')
+ORBAX_SPEC_FILE = 'model_spec.json'  # in an orbax model directory, beside variables/
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,10 +115,60 @@ def load_model_file(path: str | os.PathLike) -> tuple[ModelSpec, Any, dict[str, 
           json.loads(payload.get('metadata', '{}')))
 
 
+def save_orbax(path: str | os.PathLike, spec: ModelSpec, variables: Any,
+               metadata: dict[str, Any] | None = None) -> None:
+  """An orbax model directory: `variables/` (an orbax StandardCheckpoint) and `model_spec.json`;
+  replaces `path` only once both are written."""
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  path = os.path.abspath(os.fspath(path))
+  tmp = f'{path}.tmp'
+  shutil.rmtree(tmp, ignore_errors=True)
+  with ocp.StandardCheckpointer() as checkpointer:
+    checkpointer.save(os.path.join(tmp, 'variables'), jax.device_get(variables))
+  with open(os.path.join(tmp, ORBAX_SPEC_FILE), 'w') as f:
+    json.dump({'format': FORMAT, 'version': FORMAT_VERSION, 'spec': json.loads(spec.to_json()),
+               'metadata': metadata or {}}, f, indent=1)
+  shutil.rmtree(path, ignore_errors=True)
+  os.replace(tmp, path)
+
+
+def is_orbax_model(path: str | os.PathLike) -> bool:
+  return os.path.isfile(os.path.join(path, ORBAX_SPEC_FILE))
+
+
+def load_orbax(path: str | os.PathLike, sharding: jax.sharding.Sharding | None = None
+               ) -> tuple[ModelSpec, Any, dict[str, Any]]:
+  """(spec, variables, metadata) of an orbax model directory, the variables restored straight
+  into `sharding` (default: the first device), e.g. replicated over a mesh."""
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  path = os.path.abspath(os.fspath(path))
+  with open(os.path.join(path, ORBAX_SPEC_FILE)) as f:
+    payload = json.load(f)
+  if payload.get('format') != FORMAT:
+    raise ValueError(f'{path}: {ORBAX_SPEC_FILE} is not a condsr_jax model spec')
+  if payload.get('version', 0) > FORMAT_VERSION:
+    raise ValueError(f'{path}: model version {payload["version"]} is newer than this condsr_jax '
+                     f'understands ({FORMAT_VERSION}); upgrade condsr_jax')
+  spec = ModelSpec(payload['spec']['arch'], payload['spec'].get('kwargs', {}))
+  sharding = sharding or jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding),
+                        spec.init_shapes())
+  with ocp.StandardCheckpointer() as checkpointer:
+    try:
+      variables = checkpointer.restore(os.path.join(path, 'variables'), target)
+    except ValueError as e:
+      raise ValueError(f'{path}: the saved variables do not fit {spec.arch} {spec.kwargs}: '
+                       f'{e}') from e
+  return spec, variables, payload.get('metadata', {})
+
+
 def load_weights(path: str | os.PathLike, *, arch: str | None = None) -> tuple[ModelSpec, Any]:
-  """(spec, variables) from a model file, a training workdir (its `model.msgpack`) or a PyTorch,
-  safetensors or npz checkpoint (converted; `arch` skips the architecture detection)."""
+  """(spec, variables) from a model file, an orbax model directory, a training workdir (its
+  `model.msgpack`) or a PyTorch, safetensors or npz checkpoint (converted; `arch` skips the architecture detection)."""
   path = os.fspath(path)
+  if is_orbax_model(path):
+    spec, variables, _ = load_orbax(path)
+    return spec, variables
   if os.path.isdir(path):
     model = os.path.join(path, MODEL_FILE)
     if not os.path.isfile(model):

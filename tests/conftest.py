@@ -1,9 +1,8 @@
 """Test set-up: 4 fake CPU devices, absl flags parsed (grain reads them), fast compiles; the
-parity helpers `nhwc` and `assert_close`, and `torch_state_dict` (`from conftest import ...`)."""
+parity helpers `nhwc` and `assert_close` (`from conftest import ...`)."""
 
 import os
 import pathlib
-import re
 import shutil
 import tempfile
 
@@ -24,7 +23,6 @@ xla_flags.tune_xla_cpu()  # as the entry points do, before JAX starts its backen
 from absl import flags  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 import pytest  # pylint: disable=g-import-not-at-top
-from flax import traverse_util  # pylint: disable=g-import-not-at-top
 
 FIXTURES = pathlib.Path(__file__).parent / 'fixtures' / 'reference'
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -41,30 +39,6 @@ def assert_close(actual, ref, rtol: float = 1e-4) -> None:
   assert actual.shape == ref.shape, f'shape {actual.shape} vs reference {ref.shape}'
   err = np.abs(actual - ref).max() / np.abs(ref).max()
   assert err <= rtol, f'max error {err:.2e} of max |ref| (allowed {rtol:.0e})'
-
-
-_TORCH_LEAVES = {'scale': 'weight', 'alpha': 'weight', 'mean': 'running_mean',
-                 'var': 'running_var'}
-
-
-def torch_state_dict(variables) -> dict[str, np.ndarray]:
-  """Flax variables as the PyTorch state dict the converter maps onto them (`tail_0_0/kernel`
-  -> `tail.0.0.weight` in OIHW, BatchNorm statistics as running_*): checkpoints of any size."""
-  flat = traverse_util.flatten_dict(variables)
-  spectral = {path[1:-1] for path in flat if path[0] == 'spectral'}
-  sd = {}
-  for (collection, *modules, leaf), value in flat.items():
-    value = np.asarray(value)
-    if collection == 'spectral':
-      leaf = f'weight_{leaf}'
-    elif leaf == 'kernel':
-      leaf = 'weight_orig' if tuple(modules) in spectral else 'weight'
-      value = value.transpose(3, 2, 0, 1) if value.ndim == 4 else value.T
-    else:
-      leaf = _TORCH_LEAVES.get(leaf, leaf)
-    names = [re.sub(r'_(\d+)(?=(_\d+)*$)', r'.\1', m) for m in modules]
-    sd['.'.join(names + [leaf])] = value
-  return sd
 
 
 def evaluate_command_psnr(capsys, config, workdir) -> str:

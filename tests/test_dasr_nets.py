@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from conftest import assert_close, nhwc, torch_state_dict
-from condsr_jax import convert, inference
+from conftest import assert_close, nhwc
+from condsr_jax import convert, export, inference
 from condsr_jax.nn import conditional, dasr, layers
 
 
@@ -147,7 +147,7 @@ def test_moco_training_step_matches_official(request):
 def _official_layout(variables) -> dict[str, np.ndarray]:
   """Flax BlindSR variables as the official trainer's full BlindSR state dict: torch names,
   plus the constant mean shifts, the key encoder, the queue and BN counters."""
-  sd = torch_state_dict(variables)
+  sd = export.torch_state_dict(variables)
   mean = 255.0 * np.asarray(layers.DIV2K_MEAN, np.float32)
   for name, sign in (('sub_mean', -1), ('add_mean', 1)):
     sd[f'G.{name}.weight'] = np.eye(3, dtype=np.float32)[:, :, None, None]

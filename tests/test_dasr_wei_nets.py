@@ -8,8 +8,8 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import assert_close, nhwc, torch_state_dict
-from condsr_jax import convert
+from conftest import assert_close, nhwc
+from condsr_jax import convert, export
 from condsr_jax.degrade import frequency, wavelet
 from condsr_jax.nn import dasr_wei
 
@@ -119,7 +119,7 @@ def test_generator_matches_official_and_round_trips(request):
   for suffix in ('', '_odd'):
     x, y = nhwc(data[f'in/x{suffix}']), nhwc(data[f'out/y{suffix}'])
     assert_close(model.apply(variables, x), y)
-  sd = torch_state_dict(variables)
+  sd = export.torch_state_dict(variables)
   assert set(sd) == set(_state_dict(data))
   spec2, again = convert.convert_state_dict(sd)
   assert spec2 == spec
@@ -176,7 +176,7 @@ def test_fsd_round_trips_without_its_fixed_buffers(fsd_fixture):
   """The network's weights come back under the official names; the fixed filter buffers are not
   variables, so converting back needs the filter named."""
   data, _, spec, variables = fsd_fixture
-  sd = torch_state_dict(variables)
+  sd = export.torch_state_dict(variables)
   assert set(sd) == {k for k in _state_dict(data) if k.startswith('net.')}
   for k, v in sd.items():
     np.testing.assert_array_equal(v, data[f'sd/{k}'])
@@ -209,7 +209,7 @@ def test_srn_patchgan_matches_official_on_the_wavelet_bands(request):
   assert spec.kwargs == dict(in_channels=ctor['input_nc'], num_feat=ctor['ndf'],
                              n_layers=ctor['n_layers'])
   assert_close(spec.build().apply(variables, nhwc(data['out/x9'])), nhwc(data['out/y']))
-  sd = torch_state_dict(variables)
+  sd = export.torch_state_dict(variables)
   assert set(sd) == set(_state_dict(data))
   spec2, again = convert.convert_state_dict(sd)
   assert spec2 == spec

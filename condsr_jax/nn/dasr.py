@@ -10,6 +10,7 @@ from typing import Any, ClassVar, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import linen as nn
 
 from condsr_jax.nn import conditional, edsr, layers, registry
@@ -309,9 +310,18 @@ def _blindsr_reads(kwargs: Mapping[str, Any], key: str) -> bool:
                                                                         'G.add_mean.'))
 
 
+def _blindsr_mean_shifts(kwargs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+  """The official `MeanShift` 1x1 convs (std 1) around G, which the flax module computes."""
+  net = BlindSR(**kwargs)
+  mean = np.float32(net.rgb_range) * np.asarray(net.rgb_mean, np.float32)
+  eye = np.eye(3, dtype=np.float32).reshape(3, 3, 1, 1)
+  return {'G.sub_mean.weight': eye, 'G.sub_mean.bias': -mean,
+          'G.add_mean.weight': eye.copy(), 'G.add_mean.bias': mean}
+
+
 @registry.register(scale_arg='scale', detect=_detect_blindsr, uses_key=_blindsr_reads,
                    detect_keys=('G.head.0.weight', 'G.compress.0.weight',
-                                'E.encoder_q.E.0.weight'))
+                                'E.encoder_q.E.0.weight'), torch_constants=_blindsr_mean_shifts)
 class BlindSR(nn.Module):
   """The official `BlindSR` at test time, as `model_*.pt` stores it: the query encoder reads the
   LR image, the SR network upscales it under that representation; images in [0, 1] here.

@@ -128,6 +128,21 @@ _HAAR_KEYS = {f'DWT2.{band}_{axis}': (1, 1, 2, 1) if axis == 'col' else (1, 1, 1
               for band in ('h0', 'h1') for axis in ('col', 'row')}
 
 
+def _fsd_buffers(kwargs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+  """The fixed filter buffers an official FSD state dict holds for these constructor arguments
+  (the Gaussian `[C, 1, k, k]`, or the four Haar taps; none for the box filter)."""
+  d = FSDiscriminator(**kwargs)
+  if d.filter == 'gau':
+    k = d.kernel_size
+    return {_GAUSSIAN_KEY: np.broadcast_to(frequency.gaussian_kernel(k),
+                                           (d.in_channels, 1, k, k)).copy()}
+  if d.filter.startswith('wavelet'):
+    s = 1 / math.sqrt(2)
+    return {key: np.asarray([s, s] if '.h0_' in key else [s, -s], np.float32).reshape(shape)
+            for key, shape in _HAAR_KEYS.items()}
+  return {}
+
+
 def _detect_fsd(sd: registry.StateDict) -> dict[str, Any]:
   """Filter and sizes of a DSN `Discriminator(D_arch='FSD')` state dict, with its fixed filter
   buffers checked. The Gaussian buffer gives the kernel size; the box filter's size is not
@@ -136,19 +151,16 @@ def _detect_fsd(sd: registry.StateDict) -> dict[str, Any]:
   num_feat, net_in = registry.out_in(sd, 'net.net.0.weight')
   kwargs = dict(num_feat=num_feat, in_channels=net_in)
   if _GAUSSIAN_KEY in sd:
-    channels, _, k, _ = sd[_GAUSSIAN_KEY].shape
-    _check_fixed_buffer(sd, _GAUSSIAN_KEY,
-                        np.broadcast_to(frequency.gaussian_kernel(k), (channels, 1, k, k)))
-    return {**kwargs, 'filter': 'gau', 'kernel_size': int(k)}
-  if any(k in sd for k in _HAAR_KEYS):
-    s = 1 / math.sqrt(2)
-    for key, shape in _HAAR_KEYS.items():
-      taps = [s, s] if '.h0_' in key else [s, -s]
-      _check_fixed_buffer(sd, key, np.asarray(taps, np.float32).reshape(shape))
-    if net_in > 3 and net_in % 3 == 0:
-      return {**kwargs, 'filter': 'wavelet_cat', 'in_channels': net_in // 3}
-    return {**kwargs, 'filter': 'wavelet_sum'}
-  return {**kwargs, 'filter': 'avg_pool'}
+    kwargs.update(filter='gau', kernel_size=int(sd[_GAUSSIAN_KEY].shape[-1]))
+  elif any(k in sd for k in _HAAR_KEYS):
+    cat = net_in > 3 and net_in % 3 == 0
+    kwargs.update(filter='wavelet_cat' if cat else 'wavelet_sum',
+                  in_channels=net_in // 3 if cat else net_in)
+  else:
+    kwargs.update(filter='avg_pool')
+  for key, expected in _fsd_buffers(kwargs).items():
+    _check_fixed_buffer(sd, key, expected)
+  return kwargs
 
 
 def _fsd_reads(kwargs: Mapping[str, Any], key: str) -> bool:
@@ -158,7 +170,8 @@ def _fsd_reads(kwargs: Mapping[str, Any], key: str) -> bool:
 
 
 @registry.register(detect_keys=('net.net.0.weight', 'net.net.2.weight', 'net.net.5.weight',
-                                'net.net.8.weight'), detect=_detect_fsd, uses_key=_fsd_reads)
+                                'net.net.8.weight'), detect=_detect_fsd, uses_key=_fsd_reads,
+                   torch_constants=_fsd_buffers)
 class FSDiscriminator(nn.Module):
   """Official DSN `Discriminator(D_arch='FSD', norm_layer='Instance')`: `fsd_filter`, then
   `DiscriminatorBasic`: Conv5x5 + LReLU(0.2), 2 x [Conv5x5 + InstanceNorm + LReLU(0.2)], Conv1x1

@@ -7,6 +7,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import linen as nn
 
 Dtype = Any
@@ -56,8 +57,17 @@ def pixel_shuffle(x: jax.Array, r: int) -> jax.Array:
 
 
 def pixel_unshuffle(x: jax.Array, r: int) -> jax.Array:
-  """`F.pixel_unshuffle` in NHWC: output channel order `c*r*r + i*r + j`."""
+  """`F.pixel_unshuffle` in NHWC: output channel order `c*r*r + i*r + j`.
+
+  On symbolic height and width (a shape-polymorphic export such as ONNX), where a reshape cannot
+  prove divisibility, the same rearrangement is a stride-r convolution with one-hot kernels.
+  """
   b, h, w, c = x.shape
+  if not (isinstance(h, int) and isinstance(w, int)):
+    onehot = np.eye(c * r * r, dtype=np.float32).reshape(c, r, r, c * r * r).transpose(1, 2, 0, 3)
+    return jax.lax.conv_general_dilated(
+        x, jnp.asarray(onehot, x.dtype), (r, r), 'VALID',
+        dimension_numbers=('NHWC', 'HWIO', 'NHWC'), precision=jax.lax.Precision.HIGHEST)
   if h % r or w % r:
     raise ValueError(f'pixel_unshuffle needs H and W divisible by {r}, got {h}x{w}')
   x = x.reshape(b, h // r, r, w // r, r, c).transpose(0, 1, 3, 5, 2, 4)  # b, h', w', c, i, j

@@ -22,7 +22,9 @@ class Architecture:
   `scale_arg` names the constructor argument holding the upscaling factor (None: not an SR
   network). A PyTorch state dict holding every key of `detect_keys` is this architecture, with
   the constructor arguments `detect` reads from its key names and shapes. `uses_key(kwargs, key)`
-  says whether the module built with `kwargs` reads a torch key (None: every key).
+  says whether the module built with `kwargs` reads a torch key (None: every key);
+  `torch_constants(kwargs)` gives the keys the original stores but the flax module computes (fixed
+  buffers), so that an export loads strictly into the original.
   """
   name: str
   module: type[linen.Module]
@@ -30,6 +32,7 @@ class Architecture:
   detect_keys: tuple[str, ...] = ()
   detect: Callable[[StateDict], dict[str, Any]] | None = None
   uses_key: Callable[[Mapping[str, Any], str], bool] | None = None
+  torch_constants: Callable[[Mapping[str, Any]], dict[str, np.ndarray]] | None = None
 
 
 ARCHITECTURES: dict[str, Architecture] = {}
@@ -37,7 +40,8 @@ ARCHITECTURES: dict[str, Architecture] = {}
 
 def register(*, scale_arg: str | None = None, detect_keys: tuple[str, ...] = (),
              detect: Callable[[StateDict], dict[str, Any]] | None = None,
-             uses_key: Callable[[Mapping[str, Any], str], bool] | None = None
+             uses_key: Callable[[Mapping[str, Any], str], bool] | None = None,
+             torch_constants: Callable[[Mapping[str, Any]], dict[str, np.ndarray]] | None = None
              ) -> Callable[[type[linen.Module]], type[linen.Module]]:
   """Class decorator: registers the module under its class name (see `Architecture`)."""
   if bool(detect_keys) != (detect is not None):
@@ -49,7 +53,7 @@ def register(*, scale_arg: str | None = None, detect_keys: tuple[str, ...] = (),
       raise ValueError(f'architecture {name} is registered twice '
                        f'({ARCHITECTURES[name].module.__module__} and {module.__module__})')
     ARCHITECTURES[name] = Architecture(name, module, scale_arg, tuple(detect_keys), detect,
-                                       uses_key)
+                                       uses_key, torch_constants)
     return module
 
   return add
