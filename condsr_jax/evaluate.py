@@ -13,12 +13,13 @@ import dataclasses
 import json
 import os
 import sys
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import tqdm
 from PIL import Image
 
 from condsr_jax import degrade, images, inference, metrics, perceptual
@@ -162,6 +163,12 @@ Scores = dict[str, list[float]]  # metric name -> one value per validation pair
 _RGB = {'psnr': 'psnr_rgb', 'ssim': 'ssim_rgb'}
 
 
+def _progress(items: Iterable[Any], show: bool, total: int, desc: str) -> Iterable[Any]:
+  """`items` with a progress bar (counts, ETA) when `show` and stderr is a terminal."""
+  return tqdm.tqdm(items, total=total, unit='img', desc=desc, leave=False,
+                   disable=None if show else True)
+
+
 def means(scores: Scores) -> dict[str, float]:
   return {name: float(np.mean(values)) for name, values in scores.items()}
 
@@ -199,10 +206,11 @@ class SRValidation:
     return cls(pairs, scale, crop, e.y_channel, product=product, grid_images=e.grid_images,
                label=e.val, perceptual_metrics=loaded, niqe=e.niqe)
 
-  def score(self, outputs: list[np.ndarray]) -> Scores:
-    """Per-pair metrics of `outputs` against the pairs' GT, measured on 8-bit images."""
+  def score(self, outputs: list[np.ndarray], progress: bool = False) -> Scores:
+    """Per-pair metrics of `outputs` against the pairs' GT, measured on 8-bit images;
+    `progress`: a progress bar on a terminal."""
     scores: Scores = collections.defaultdict(list)
-    for out, pair in zip(outputs, self.pairs):
+    for out, pair in _progress(zip(outputs, self.pairs), progress, len(self.pairs), 'metrics'):
       measured = metrics.validation_metrics(out[None], pair.gt[None], self.crop_border)
       for name, values in measured.items():
         scores[_RGB.get(name, name)].append(float(values[0]))
@@ -215,8 +223,10 @@ class SRValidation:
     scores['psnr'], scores['ssim'] = scores[f'psnr{convention}'], scores[f'ssim{convention}']
     return dict(scores)
 
-  def upscale_all(self, upscaler: inference.Upscaler) -> list[np.ndarray]:
-    return [upscaler.upscale_float(p.lq) for p in self.pairs]
+  def upscale_all(self, upscaler: inference.Upscaler, progress: bool = False
+                  ) -> list[np.ndarray]:
+    return [upscaler.upscale_float(p.lq)
+            for p in _progress(self.pairs, progress, len(self.pairs), 'upscale')]
 
   def _upscaler_for(self, product: api.Product) -> inference.Upscaler:
     """One Upscaler per run (compiled once per image shape); later products swap its weights."""
@@ -313,7 +323,7 @@ def cli_main(args: argparse.Namespace) -> int:
     crop = upscaler.scale if args.crop_border < 0 else args.crop_border
     validation = SRValidation(pairs, upscaler.scale, crop, False, grid_images=0,
                               perceptual_metrics=loaded, niqe=args.niqe)
-    score = validation.score(validation.upscale_all(upscaler))
+    score = validation.score(validation.upscale_all(upscaler, progress=True), progress=True)
   except (ValueError, FileNotFoundError, images.ImageReadError) as e:
     print(f'condsr-jax evaluate: {e}', file=sys.stderr)
     return 2
