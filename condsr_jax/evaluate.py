@@ -159,6 +159,19 @@ def _panel(lq: np.ndarray, bicubic: np.ndarray, out: np.ndarray, gt: np.ndarray,
   return images.from_float(np.concatenate([up, bicubic, out, gt], axis=1))
 
 
+def comparison_panel(pair: ValPair, bicubic: np.ndarray, out: np.ndarray, scale: int,
+                     size: int) -> np.ndarray:
+  """LR | bicubic | SR | HR of the central `size` HR pixels of a pair, labelled, 8-bit RGB."""
+  size = max(scale, min(size, *pair.gt.shape[:2]) // scale * scale)
+  top = (pair.gt.shape[0] - size) // 2 // scale * scale
+  left = (pair.gt.shape[1] - size) // 2 // scale * scale
+  hr = np.s_[top:top + size, left:left + size]
+  lr = np.s_[top // scale:(top + size) // scale, left // scale:(left + size) // scale]
+  panel = _panel(pair.lq[lr], bicubic[hr], np.clip(out[hr], 0, 1), pair.gt[hr], scale)
+  return np.concatenate([inference.labelled(images.to_rgb(p), label) for p, label in zip(
+      np.split(panel, 4, axis=1), ('LR', 'bicubic', 'SR', 'HR'))], axis=1)
+
+
 Scores = dict[str, list[float]]  # metric name -> one value per validation pair
 _RGB = {'psnr': 'psnr_rgb', 'ssim': 'ssim_rgb'}
 
@@ -280,6 +293,10 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(f'--{name.replace("_", "-")}', nargs='+', default=[], metavar='FILE',
                         help=perceptual.weights_hint(name))
   parser.add_argument('--niqe', action='store_true', help='NIQE of the outputs (no reference)')
+  parser.add_argument('--panels', default=None, metavar='DIR',
+                      help='write LR | bicubic | SR | HR crops of every image to DIR')
+  parser.add_argument('--panel-size', type=int, default=128,
+                      help='HR side of the --panels crops (centred; rounded down to the scale)')
 
 
 def format_table(pairs: list[ValPair], ours: Scores, baselines: Mapping[str, Scores]) -> str:
@@ -323,9 +340,17 @@ def cli_main(args: argparse.Namespace) -> int:
     crop = upscaler.scale if args.crop_border < 0 else args.crop_border
     validation = SRValidation(pairs, upscaler.scale, crop, False, grid_images=0,
                               perceptual_metrics=loaded, niqe=args.niqe)
-    score = validation.score(validation.upscale_all(upscaler, progress=True), progress=True)
+    outs = validation.upscale_all(upscaler, progress=True)
+    score = validation.score(outs, progress=True)
   except (ValueError, FileNotFoundError, images.ImageReadError) as e:
     print(f'condsr-jax evaluate: {e}', file=sys.stderr)
     return 2
   print(format_table(pairs, score, validation.baselines))
+  if args.panels:
+    os.makedirs(args.panels, exist_ok=True)
+    for pair, bicubic, out in zip(pairs, validation.baseline_outputs['bicubic'], outs):
+      path = os.path.join(args.panels, f'{pair.name.replace(os.sep, "_")}.png')
+      images.write_image(path, comparison_panel(pair, bicubic, out, upscaler.scale,
+                                                args.panel_size))
+    print(f'{len(pairs)} panels written to {args.panels}')
   return 0

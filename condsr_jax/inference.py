@@ -295,12 +295,16 @@ def comparison_crop(img: np.ndarray, out: np.ndarray, size: int) -> np.ndarray:
                                           mode='bicubic'))[0]
   size = min(size, h, w)
   top, left = (h - size) // 2, (w - size) // 2
-  crops = []
-  for label, im in (('bicubic', bicubic), ('model', images.to_float(out))):
-    crop = images.from_float(images.to_rgb(im[top:top + size, left:left + size]))
-    crops.append(cv2.putText(np.ascontiguousarray(crop), label, (6, 18), cv2.FONT_HERSHEY_SIMPLEX,
-                             0.5, (255, 255, 0), 1, cv2.LINE_AA))
-  return np.concatenate(crops, axis=1)
+  return np.concatenate([labelled(images.from_float(images.to_rgb(im[top:top + size,
+                                                                     left:left + size])), label)
+                         for label, im in (('bicubic', bicubic), ('model', images.to_float(out)))],
+                        axis=1)
+
+
+def labelled(img: np.ndarray, label: str) -> np.ndarray:
+  """An 8-bit RGB image with `label` written in its top-left corner."""
+  return cv2.putText(np.ascontiguousarray(img), label, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
+                     (255, 255, 0), 1, cv2.LINE_AA)
 
 
 def cli_main(args: argparse.Namespace) -> int:

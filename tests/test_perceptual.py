@@ -93,8 +93,9 @@ def test_evaluate_prints_perceptual_metrics_next_to_the_baselines(fixture, tmp_p
   files = weight_files(tmp_path, data, meta, 'lpips_alex')
   val = str(REPO / 'data' / 'demo' / 'val')
   assert cli.main(['evaluate', val, '-m', str(tmp_path / 'tiny.msgpack'), '--max-images', '1',
-                   '--lpips-alex', *files, '--niqe']) == 0
-  lines = capsys.readouterr().out.splitlines()
+                   '--lpips-alex', *files, '--niqe', '--panels', str(tmp_path / 'panels'),
+                   '--panel-size', '64']) == 0
+  lines = capsys.readouterr().out.splitlines()[:-1]  # less the panels line
   assert lines[0].split() == ['image', 'PSNR', 'SSIM', 'PSNR-Y', 'SSIM-Y', 'LPIPS-alex', 'NIQE']
   bicubic_row = lines[2].split()
   assert bicubic_row[0] == 'bicubic' and len(lines) == 7  # SR, bicubic, lanczos; and the mean
@@ -103,6 +104,11 @@ def test_evaluate_prints_perceptual_metrics_next_to_the_baselines(fixture, tmp_p
   expected = perceptual.load('lpips_alex', files)(bicubic, images.from_float(pair.gt))[0]
   assert float(bicubic_row[5]) == pytest.approx(expected, abs=1e-4)
   assert float(bicubic_row[6]) == pytest.approx(metrics.niqe(bicubic, 4), abs=1e-4)
+  panel = images.read_image(tmp_path / 'panels' / f'{pair.name}.png')
+  assert panel.shape == (64, 4 * 64, 3)  # LR | bicubic | SR | HR, centre crops
+  top, left = (pair.gt.shape[0] - 64) // 2 // 4 * 4, (pair.gt.shape[1] - 64) // 2 // 4 * 4
+  hr = images.from_float(pair.gt[top:top + 64, left:left + 64])
+  np.testing.assert_array_equal(panel[24:, 192:], hr[24:])  # below the label
 
 
 def test_evaluate_names_the_weight_files_to_get(tmp_path, capsys):
