@@ -278,7 +278,8 @@ _LABELS = {'psnr_rgb': 'PSNR', 'ssim_rgb': 'SSIM', 'psnr_y': 'PSNR-Y', 'ssim_y':
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument('val', help='paired folder (gt/ + lq/) or an HR folder (degraded by --grid)')
   parser.add_argument('-m', '--model', required=True,
-                      help='model file, training workdir, or PyTorch .pth/.safetensors')
+                      help='model file, orbax export, training workdir, or PyTorch '
+                      '.pth/.safetensors')
   parser.add_argument('--grid', default='bicubic', choices=GRIDS,
                       help="fixed degradations for an HR-only folder ('draws': fixed draws of "
                       '--degradation)')

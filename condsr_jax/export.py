@@ -128,7 +128,8 @@ def export(src: str | os.PathLike, dst: str | os.PathLike, fmt: str | None = Non
 
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument('model', help='model file, training workdir or PyTorch checkpoint')
+  parser.add_argument('model',
+                      help='model file, orbax export, training workdir or PyTorch checkpoint')
   parser.add_argument('out', help='file to write (a directory for orbax)')
   parser.add_argument('--format', default=None, choices=FORMATS,
                       help='default: from the suffix of OUT (.pth/.pt, .safetensors, .onnx; '

@@ -252,7 +252,8 @@ class Upscaler:
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument('inputs', nargs='+', help='image files or folders (searched recursively)')
   parser.add_argument('-m', '--model', required=True,
-                      help='model file, training workdir, or PyTorch .pth/.safetensors')
+                      help='model file, orbax export, training workdir, or PyTorch '
+                      '.pth/.safetensors')
   parser.add_argument('-o', '--output', default='results', help='output folder')
   parser.add_argument('--tile', type=int, default=512,
                       help='tile size in input pixels for images larger than it; 0: whole image')
