@@ -196,7 +196,9 @@ def state_dict_to_variables(sd: StateDict, spec: models.ModelSpec) -> dict[str, 
 def convert_state_dict(sd: StateDict, arch: str | None = None,
                        overrides: Mapping[str, Any] | None = None
                        ) -> tuple[models.ModelSpec, dict[str, Any]]:
-  """State dict -> (spec, variables); `arch` skips detection, `overrides` adjust the spec."""
+  """State dict -> (spec, variables); `arch` skips detection, `overrides` adjust the spec.
+  Older releases' key names are renamed first (`registry.canonical_keys`)."""
+  sd = registry.canonical_keys(sd)
   spec = detect_architecture(sd, arch)
   if overrides:
     spec = models.ModelSpec(spec.arch, {**spec.kwargs, **overrides})

@@ -6,6 +6,7 @@ import re
 import struct
 import zipfile
 
+import jax
 import numpy as np
 import pytest
 
@@ -114,3 +115,22 @@ def test_full_torchvision_vgg19_drops_unused_layers(fixtures_dir):
   spec, variables = convert.convert_state_dict(
       sd, arch='VGG19Features', overrides={'layer_names': ('conv2_2',)})
   assert sorted(variables['params']) == ['features_0', 'features_2', 'features_5', 'features_7']
+
+
+def test_esrgan_release_key_names_convert_as_basicsr(fixtures_dir):
+  """ESRGAN's own RRDBNet names (RRDB_trunk.N.RDBk, trunk_conv, upconv1/2, HRconv; the
+  RRDB_ESRGAN_x4.pth release) convert to the same variables as BasicSR's."""
+  sd = _fixture_sd(fixtures_dir, 'rrdbnet_x4')
+  old = {}
+  for key, value in sd.items():
+    key = re.sub(r'^body\.(\d+)\.rdb(\d)\.', r'RRDB_trunk.\1.RDB\2.', key)
+    for new, legacy in (('conv_body.', 'trunk_conv.'), ('conv_up1.', 'upconv1.'),
+                        ('conv_up2.', 'upconv2.'), ('conv_hr.', 'HRconv.')):
+      key = key.replace(new, legacy) if key.startswith(new) else key
+    old[key] = value
+  assert 'RRDB_trunk.0.RDB1.conv1.weight' in old and 'HRconv.weight' in old
+  spec, variables = convert.convert_state_dict(sd)
+  spec_old, variables_old = convert.convert_state_dict(old)
+  assert spec_old == spec
+  for a, b in zip(jax.tree.leaves(variables_old), jax.tree.leaves(variables)):
+    np.testing.assert_array_equal(a, b)

@@ -24,7 +24,9 @@ class Architecture:
   the constructor arguments `detect` reads from its key names and shapes. `uses_key(kwargs, key)`
   says whether the module built with `kwargs` reads a torch key (None: every key);
   `torch_constants(kwargs)` gives the keys the original stores but the flax module computes (fixed
-  buffers), so that an export loads strictly into the original.
+  buffers), so that an export loads strictly into the original. `key_renames` are (regex,
+  replacement) pairs that turn an older release's key names into these (ESRGAN's `RRDB_trunk`
+  layout into BasicSR's), applied to a state dict holding a key the first pattern matches.
   """
   name: str
   module: type[linen.Module]
@@ -33,6 +35,7 @@ class Architecture:
   detect: Callable[[StateDict], dict[str, Any]] | None = None
   uses_key: Callable[[Mapping[str, Any], str], bool] | None = None
   torch_constants: Callable[[Mapping[str, Any]], dict[str, np.ndarray]] | None = None
+  key_renames: tuple[tuple[str, str], ...] = ()
 
 
 ARCHITECTURES: dict[str, Architecture] = {}
@@ -41,7 +44,8 @@ ARCHITECTURES: dict[str, Architecture] = {}
 def register(*, scale_arg: str | None = None, detect_keys: tuple[str, ...] = (),
              detect: Callable[[StateDict], dict[str, Any]] | None = None,
              uses_key: Callable[[Mapping[str, Any], str], bool] | None = None,
-             torch_constants: Callable[[Mapping[str, Any]], dict[str, np.ndarray]] | None = None
+             torch_constants: Callable[[Mapping[str, Any]], dict[str, np.ndarray]] | None = None,
+             key_renames: tuple[tuple[str, str], ...] = ()
              ) -> Callable[[type[linen.Module]], type[linen.Module]]:
   """Class decorator: registers the module under its class name (see `Architecture`)."""
   if bool(detect_keys) != (detect is not None):
@@ -53,7 +57,7 @@ def register(*, scale_arg: str | None = None, detect_keys: tuple[str, ...] = (),
       raise ValueError(f'architecture {name} is registered twice '
                        f'({ARCHITECTURES[name].module.__module__} and {module.__module__})')
     ARCHITECTURES[name] = Architecture(name, module, scale_arg, tuple(detect_keys), detect,
-                                       uses_key, torch_constants)
+                                       uses_key, torch_constants, tuple(key_renames))
     return module
 
   return add
@@ -64,6 +68,19 @@ def get(name: str) -> Architecture:
   if name not in ARCHITECTURES:
     raise ValueError(f'unknown architecture {name!r}; known: {", ".join(sorted(ARCHITECTURES))}')
   return ARCHITECTURES[name]
+
+
+def canonical_keys(sd: StateDict) -> dict[str, Any]:
+  """`sd` with an older release's key names renamed by the architecture they belong to."""
+  for arch in ARCHITECTURES.values():
+    if arch.key_renames and any(re.match(arch.key_renames[0][0], k) for k in sd):
+      renamed = {}
+      for key, value in sd.items():
+        for pattern, replacement in arch.key_renames:
+          key = re.sub(pattern, replacement, key)
+        renamed[key] = value
+      return renamed
+  return dict(sd)
 
 
 # Helpers of the detectors.

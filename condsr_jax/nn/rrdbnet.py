@@ -67,7 +67,14 @@ def detect(sd: registry.StateDict) -> dict[str, Any]:
 DETECT_KEYS = ('conv_first.weight', 'body.0.rdb1.conv1.weight', 'conv_up1.weight')
 
 
-@registry.register(scale_arg='scale', detect_keys=DETECT_KEYS, detect=detect)
+# ESRGAN's own RRDBNet (xinntao/ESRGAN, the RRDB_ESRGAN_x4.pth release) under BasicSR's names.
+ESRGAN_RENAMES = ((r'^RRDB_trunk\.(\d+)\.RDB(\d)\.', r'body.\1.rdb\2.'),
+                  (r'^trunk_conv\.', 'conv_body.'), (r'^upconv(\d)\.', r'conv_up\1.'),
+                  (r'^HRconv\.', 'conv_hr.'))
+
+
+@registry.register(scale_arg='scale', detect_keys=DETECT_KEYS, detect=detect,
+                   key_renames=ESRGAN_RENAMES)
 class RRDBNet(nn.Module):
   """BasicSR `RRDBNet`. Scale 2 and 1 pixel-unshuffle the input first (by 2 and 4).
 
