@@ -15,7 +15,7 @@ import ml_collections
 import optax
 
 from condsr_jax import losses, models
-from condsr_jax.degrade import filters, pipelines
+from condsr_jax.degrade import pipelines
 from condsr_jax.methods import api, common, optimizers, sr
 
 GAN_TYPES = ('vanilla', 'lsgan', 'hinge', 'wgan_softplus')
@@ -106,7 +106,7 @@ class ESRGANMethod(api.MethodBase):
     # The plain GT goes through the pool (as the reference's queue), then USM of the GT crop.
     pool, pair = sr.exchange(self.config, state.extra['pool'],
                              {'lq': pair['lq'], 'gt': pair['gt']}, k_pool)
-    usm = filters.usm_sharp(pair['gt'])
+    usm = sr.usm_target(self.config, pair['gt'])
     target = {t: usm if cfg[f'{t}_target'] == 'usm' else pair['gt']
               for t in ('pixel', 'perceptual', 'gan')}
     percep = (common.perceptual_term(cfg, self.vgg[0], ctx.consts['vgg']) if self.vgg

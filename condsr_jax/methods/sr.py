@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from condsr_jax.degrade import pipelines
+from condsr_jax.degrade import filters, pipelines
 from condsr_jax.methods import api, common, optimizers, pool as pool_lib
 
 
@@ -37,6 +37,14 @@ def init_pool(config: ml_collections.ConfigDict, gt_size: int) -> Any:
   return pool_lib.init_pool(config.pool.size, {
       'lq': jnp.zeros((1, gt_size // s, gt_size // s, c)),
       'gt': jnp.zeros((1, gt_size, gt_size, c))})
+
+
+def usm_target(config: ml_collections.ConfigDict, gt: jax.Array) -> jax.Array:
+  """BasicSR's `USMSharp` of GT crops, with the degradation's `usm_*` settings where it has them
+  (the Real-ESRGAN pipeline's), else USMSharp's defaults."""
+  d = config.degradation
+  return filters.usm_sharp(gt, d.get('usm_weight', 0.5), d.get('usm_threshold', 10.0),
+                           d.get('usm_radius', 50))
 
 
 def exchange(config: ml_collections.ConfigDict, pool: Any, pair: dict[str, jax.Array],
@@ -96,8 +104,11 @@ class SRMethod(api.MethodBase):
                           extra={'pool': init_pool(self.config, gt)})
 
   def pixel_target(self, pair: dict[str, jax.Array]) -> jax.Array:
-    """The L1 target: the USM-sharpened crop when `loss.pixel_target == 'usm'` (Real-ESRNet)."""
-    return pair['gt_usm'] if self.config.loss.pixel_target == 'usm' else pair['gt']
+    """The L1 target: the USM-sharpened crop when `loss.pixel_target == 'usm'` (Real-ESRNet);
+    paired data brings no `gt_usm`, so its GT is sharpened here, as BasicSR does."""
+    if self.config.loss.pixel_target != 'usm':
+      return pair['gt']
+    return pair['gt_usm'] if 'gt_usm' in pair else usm_target(self.config, pair['gt'])
 
   def train_step(self, state: api.TrainState, batch: api.Batch, ctx: api.StepContext
                  ) -> tuple[api.TrainState, api.Metrics, jax.Array]:
