@@ -38,8 +38,14 @@ def _read_npz(path: str) -> StateDict:
 PARAM_KEYS = ('params_ema', 'params', 'state_dict', 'model', 'net', 'generator')
 
 
-def read_state_dict(path: str | os.PathLike, param_key: str | None = None) -> StateDict:
-  """Loads a flat {torch key: numpy array} dict from .pth/.pt/.ckpt, .safetensors or .npz.
+# An exported checkpoint's model spec: a .pth's top-level entry, a safetensors metadata field.
+SPEC_KEY = 'condsr_jax_spec'
+
+
+def read_checkpoint(path: str | os.PathLike, param_key: str | None = None
+                    ) -> tuple[StateDict, models.ModelSpec | None]:
+  """(flat {torch key: numpy array}, the model spec it carries if `condsr-jax export` wrote it)
+  from .pth/.pt/.ckpt, .safetensors or .npz.
 
   Checkpoints that nest their weights pick `param_key`, else the first of `PARAM_KEYS` present
   (`params_ema` before `params`, as Real-ESRGAN's loader). A leading `module.` (DataParallel)
@@ -49,12 +55,16 @@ def read_state_dict(path: str | os.PathLike, param_key: str | None = None) -> St
   if not os.path.isfile(path):
     raise FileNotFoundError(f'{path}: no such file')
   ext = os.path.splitext(path)[1].lower()
+  spec_json = None
   if ext == '.safetensors':
     obj = safetensors.numpy.load_file(path)
+    with safetensors.safe_open(path, 'np') as f:
+      spec_json = (f.metadata() or {}).get(SPEC_KEY)
   elif ext == '.npz':
     obj = _read_npz(path)
   else:
     obj = pth.read(path)
+    spec_json = obj.get(SPEC_KEY) if isinstance(obj, Mapping) else None
   if not isinstance(obj, Mapping):
     raise ValueError(f'{path}: expected a dict of tensors, got {type(obj).__name__}')
   if param_key and not isinstance(obj.get(param_key), Mapping):
@@ -72,7 +82,12 @@ def read_state_dict(path: str | os.PathLike, param_key: str | None = None) -> St
     sd[k[len('module.'):] if k.startswith('module.') else k] = v
   if not sd:
     raise ValueError(f'{path}: no tensors found; top-level keys: {sorted(obj)[:20]}')
-  return sd
+  return sd, models.ModelSpec.from_json(spec_json) if isinstance(spec_json, str) else None
+
+
+def read_state_dict(path: str | os.PathLike, param_key: str | None = None) -> StateDict:
+  """The flat state dict of a checkpoint file (`read_checkpoint` without the spec)."""
+  return read_checkpoint(path, param_key)[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,12 +209,15 @@ def state_dict_to_variables(sd: StateDict, spec: models.ModelSpec) -> dict[str, 
 
 
 def convert_state_dict(sd: StateDict, arch: str | None = None,
-                       overrides: Mapping[str, Any] | None = None
+                       overrides: Mapping[str, Any] | None = None,
+                       spec: models.ModelSpec | None = None
                        ) -> tuple[models.ModelSpec, dict[str, Any]]:
-  """State dict -> (spec, variables); `arch` skips detection, `overrides` adjust the spec.
-  Older releases' key names are renamed first (`registry.canonical_keys`)."""
+  """State dict -> (spec, variables). The architecture is detected unless `spec` (stored with
+  an export) or `arch` says it; `overrides` adjust the spec. Older releases' key names are
+  renamed first (`registry.canonical_keys`)."""
   sd = registry.canonical_keys(sd)
-  spec = detect_architecture(sd, arch)
+  if spec is None or (arch is not None and arch != spec.arch):
+    spec = detect_architecture(sd, arch)
   if overrides:
     spec = models.ModelSpec(spec.arch, {**spec.kwargs, **overrides})
   return spec, state_dict_to_variables(sd, spec)
@@ -209,9 +227,9 @@ def convert_file(src: str | os.PathLike, dst: str | os.PathLike | None = None,
                  arch: str | None = None, overrides: Mapping[str, Any] | None = None,
                  param_key: str | None = None) -> tuple[models.ModelSpec, dict[str, Any]]:
   """Converts a checkpoint file; writes a model file to `dst` when given."""
-  sd = read_state_dict(src, param_key)
+  sd, stored = read_checkpoint(src, param_key)
   try:
-    spec, variables = convert_state_dict(sd, arch, overrides)
+    spec, variables = convert_state_dict(sd, arch, overrides, stored)
   except ValueError as e:
     raise ValueError(f'{os.fspath(src)}: {e}') from e
   if dst is not None:

@@ -2,8 +2,10 @@
 
 - `pth` / `safetensors`: the PyTorch original's key names and layouts, the inverse of
   `condsr_jax.convert` (params/body_0/conv1/kernel HWIO -> body.0.conv1.weight OIHW), under
-  `params_ema` in a `.pth` like Real-ESRGAN's releases; written without torch. Every export is
-  converted back and compared before it is written, so what leaves here comes back unchanged.
+  `params_ema` in a `.pth` like Real-ESRGAN's releases (`params` for a discriminator), with the
+  model spec beside the weights (what a state dict cannot say, e.g. SRVGGNetCompact's skip);
+  written without torch. Every export is converted back and compared before it is written, so
+  what leaves here comes back unchanged.
 - `orbax`: an orbax checkpoint of the variables next to the model spec (`condsr_jax.models`).
 - `onnx`: the forward pass with dynamic height and width, through jax2onnx (the `[onnx]` extra).
 """
@@ -22,9 +24,9 @@ from condsr_jax import convert, models, pth
 
 FORMATS = ('pth', 'safetensors', 'orbax', 'onnx')
 _SUFFIX_FORMATS = {'.pth': 'pth', '.pt': 'pth', '.safetensors': 'safetensors', '.onnx': 'onnx'}
-PTH_PARAM_KEY = 'params_ema'
-# spandrel reads RRDBNet checkpoints with the growth width of every released ESRGAN model.
-SPANDREL_RRDB_GROWTH = 32
+# Where a .pth keeps the weights, as Real-ESRGAN's releases: an SR network's (EMA) weights under
+# params_ema, a discriminator's under params (RealESRGAN_x4plus_netD.pth; BasicSR's param_key_d).
+PTH_PARAM_KEYS = {True: 'params_ema', False: 'params'}
 
 # Flax leaf -> torch leaf, the inverse of `convert`'s rules (kernel under spectral norm aside).
 _TORCH_LEAVES = {('params', 'kernel'): 'weight', ('params', 'scale'): 'weight',
@@ -93,13 +95,10 @@ def check_round_trip(spec: models.ModelSpec, variables: Any, sd: dict[str, np.nd
 
 
 def compatibility_notes(spec: models.ModelSpec) -> list[str]:
-  """What tools of the PyTorch side will not load from this model, and why."""
-  notes = []
-  if spec.arch == 'RRDBNet' and spec.kwargs.get('num_grow_ch', 32) != SPANDREL_RRDB_GROWTH:
-    notes.append(f'spandrel will not load this RRDBNet: its growth width is '
-                 f'{spec.kwargs.get("num_grow_ch")}, spandrel assumes {SPANDREL_RRDB_GROWTH} '
-                 "(BasicSR's RRDBNet(num_grow_ch=...) loads it)")
-  return notes
+  """What the PyTorch side will do differently with this model (the architecture's
+  `torch_notes`); condsr_jax itself reads the spec stored with the export."""
+  notes = spec.architecture.torch_notes
+  return list(notes(spec.kwargs)) if notes is not None else []
 
 
 def export(src: str | os.PathLike, dst: str | os.PathLike, fmt: str | None = None, *,
@@ -115,10 +114,11 @@ def export(src: str | os.PathLike, dst: str | os.PathLike, fmt: str | None = Non
     sd = variables_to_state_dict(spec, variables)
     check_round_trip(spec, variables, sd)
     if fmt == 'pth':
-      pth.write(dst, {PTH_PARAM_KEY: sd})
+      pth.write(dst, {PTH_PARAM_KEYS[spec.scale is not None]: sd,
+                      convert.SPEC_KEY: spec.to_json()})
     else:
       import safetensors.numpy  # pylint: disable=g-import-not-at-top
-      safetensors.numpy.save_file(dict(sd), dst, metadata={'condsr_jax.spec': spec.to_json()})
+      safetensors.numpy.save_file(dict(sd), dst, metadata={convert.SPEC_KEY: spec.to_json()})
   elif fmt == 'orbax':
     models.save_orbax(dst, spec, variables, {'exported_from': os.path.basename(os.fspath(src))})
   else:

@@ -123,7 +123,7 @@ def test_export_command_formats_come_back(tmp_path, fixtures_dir, capsys):
     assert set(back) == set(want)
     for k in want:
       np.testing.assert_array_equal(np.asarray(back[k]), np.asarray(want[k]), err_msg=name)
-  assert pth.read(tmp_path / 'out.pth').keys() == {'params_ema'}
+  assert pth.read(tmp_path / 'out.pth').keys() == {'params_ema', convert.SPEC_KEY}
   assert 'spandrel will not load this RRDBNet' in capsys.readouterr().err
   img = images.read_image(fixtures_dir.parent / 'torch_rrdbnet' / 'input.png')[:16, :20]
   np.testing.assert_array_equal(inference.load_model(tmp_path / 'out_orbax').upscale(img),
@@ -131,6 +131,29 @@ def test_export_command_formats_come_back(tmp_path, fixtures_dir, capsys):
   assert cli.main(['export', str(src), str(tmp_path / 'x.bin'), '--format', 'pth']) == 0
   assert cli.main(['export', str(tmp_path / 'missing.pth'), str(tmp_path / 'y.pth')]) == 2
   assert 'missing.pth: no such file' in capsys.readouterr().err
+
+
+def test_exports_keep_what_a_state_dict_cannot_say(tmp_path, fixtures_dir, capsys):
+  """The compact model's bicubic skip has no weights: the spec stored with the export brings it
+  back (detection alone would give Real-ESRGAN's nearest skip), and the command warns that
+  PyTorch tools compute another output. A discriminator's weights go under `params`, as
+  RealESRGAN_x4plus_netD.pth."""
+  spec = models.ModelSpec('SRVGGNetCompact', dict(num_feat=8, num_conv=1, upscale=4,
+                                                  skip='bicubic'))
+  module = spec.build()
+  models.save_model(tmp_path / 'c.msgpack', spec, module.init(jax.random.key(0),
+                                                              *models.example_inputs(module)))
+  for name in ('c.pth', 'c.safetensors'):
+    assert cli.main(['export', str(tmp_path / 'c.msgpack'), str(tmp_path / name)]) == 0
+    assert 'compute another output' in capsys.readouterr().err
+    assert models.load_weights(tmp_path / name)[0] == spec, name
+    detected = convert.detect_architecture(convert.read_state_dict(tmp_path / name))
+    assert detected.kwargs.get('skip', 'nearest') == 'nearest'
+  sd = convert.read_state_dict(fixtures_dir / 'basicsr' / 'unet_disc_sn.npz')
+  d_spec, d_vars = convert.convert_state_dict(sd)
+  models.save_model(tmp_path / 'd.msgpack', d_spec, d_vars)
+  assert cli.main(['export', str(tmp_path / 'd.msgpack'), str(tmp_path / 'd.pth')]) == 0
+  assert pth.read(tmp_path / 'd.pth').keys() == {'params', convert.SPEC_KEY}
 
 
 def test_orbax_export_restores_onto_a_mesh(tmp_path, fixtures_dir):

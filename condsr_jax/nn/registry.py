@@ -27,6 +27,8 @@ class Architecture:
   buffers), so that an export loads strictly into the original. `key_renames` are (regex,
   replacement) pairs that turn an older release's key names into these (ESRGAN's `RRDB_trunk`
   layout into BasicSR's), applied to a state dict holding a key the first pattern matches.
+  `torch_notes(kwargs)` says what PyTorch-side tools will do differently with an export of these
+  arguments (an argument the original lacks, a loader's fixed assumption).
   """
   name: str
   module: type[linen.Module]
@@ -36,6 +38,7 @@ class Architecture:
   uses_key: Callable[[Mapping[str, Any], str], bool] | None = None
   torch_constants: Callable[[Mapping[str, Any]], dict[str, np.ndarray]] | None = None
   key_renames: tuple[tuple[str, str], ...] = ()
+  torch_notes: Callable[[Mapping[str, Any]], list[str]] | None = None
 
 
 ARCHITECTURES: dict[str, Architecture] = {}
@@ -45,7 +48,8 @@ def register(*, scale_arg: str | None = None, detect_keys: tuple[str, ...] = (),
              detect: Callable[[StateDict], dict[str, Any]] | None = None,
              uses_key: Callable[[Mapping[str, Any], str], bool] | None = None,
              torch_constants: Callable[[Mapping[str, Any]], dict[str, np.ndarray]] | None = None,
-             key_renames: tuple[tuple[str, str], ...] = ()
+             key_renames: tuple[tuple[str, str], ...] = (),
+             torch_notes: Callable[[Mapping[str, Any]], list[str]] | None = None
              ) -> Callable[[type[linen.Module]], type[linen.Module]]:
   """Class decorator: registers the module under its class name (see `Architecture`)."""
   if bool(detect_keys) != (detect is not None):
@@ -57,7 +61,7 @@ def register(*, scale_arg: str | None = None, detect_keys: tuple[str, ...] = (),
       raise ValueError(f'architecture {name} is registered twice '
                        f'({ARCHITECTURES[name].module.__module__} and {module.__module__})')
     ARCHITECTURES[name] = Architecture(name, module, scale_arg, tuple(detect_keys), detect,
-                                       uses_key, torch_constants, tuple(key_renames))
+                                       uses_key, torch_constants, tuple(key_renames), torch_notes)
     return module
 
   return add

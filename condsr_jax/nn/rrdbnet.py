@@ -1,7 +1,7 @@
 """RRDBNet (ESRGAN / Real-ESRGAN generator), parameter names as BasicSR's state dict."""
 
 import functools
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -73,8 +73,17 @@ ESRGAN_RENAMES = ((r'^RRDB_trunk\.(\d+)\.RDB(\d)\.', r'body.\1.rdb\2.'),
                   (r'^HRconv\.', 'conv_hr.'))
 
 
+def torch_notes(kwargs: Mapping[str, Any]) -> list[str]:
+  """spandrel reads RRDBNet checkpoints with the growth width of every released ESRGAN."""
+  growth = kwargs.get('num_grow_ch', 32)
+  if growth == 32:
+    return []
+  return [f'spandrel will not load this RRDBNet: its growth width is {growth}, spandrel assumes '
+          "32 (BasicSR's RRDBNet(num_grow_ch=...) loads it)"]
+
+
 @registry.register(scale_arg='scale', detect_keys=DETECT_KEYS, detect=detect,
-                   key_renames=ESRGAN_RENAMES)
+                   key_renames=ESRGAN_RENAMES, torch_notes=torch_notes)
 class RRDBNet(nn.Module):
   """BasicSR `RRDBNet`. Scale 2 and 1 pixel-unshuffle the input first (by 2 and 4).
 

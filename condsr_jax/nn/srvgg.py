@@ -1,7 +1,7 @@
 """SRVGGNetCompact (Real-ESRGAN's small model: realesr-general-x4v3, animevideov3)."""
 
 import re
-from typing import Any
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +24,18 @@ def _detect(sd: registry.StateDict) -> dict[str, Any]:
               num_conv=len(convs) - 2, upscale=upscale, act_type='prelu')
 
 
-@registry.register(scale_arg='upscale', detect_keys=('body.0.weight',), detect=_detect)
+def _torch_notes(kwargs: Mapping[str, Any]) -> list[str]:
+  """Real-ESRGAN's SRVGGNetCompact (and spandrel) always add a nearest-upsampled skip."""
+  skip = kwargs.get('skip', 'nearest')
+  if skip == 'nearest':
+    return []
+  return [f"this SRVGGNetCompact adds a {skip}-upsampled input; Real-ESRGAN's class and spandrel "
+          'add a nearest-upsampled one, so they load the weights but compute another output '
+          '(condsr_jax reads the skip stored in the file)']
+
+
+@registry.register(scale_arg='upscale', detect_keys=('body.0.weight',), detect=_detect,
+                   torch_notes=_torch_notes)
 class SRVGGNetCompact(nn.Module):
   """A plain conv stack at LR resolution, pixel shuffle, plus the upsampled input.
 
