@@ -104,11 +104,11 @@ class SRMethod(api.MethodBase):
                           extra={'pool': init_pool(self.config, gt)})
 
   def pixel_target(self, pair: dict[str, jax.Array]) -> jax.Array:
-    """The L1 target: the USM-sharpened crop when `loss.pixel_target == 'usm'` (Real-ESRNet);
-    paired data brings no `gt_usm`, so its GT is sharpened here, as BasicSR does."""
-    if self.config.loss.pixel_target != 'usm':
-      return pair['gt']
-    return pair['gt_usm'] if 'gt_usm' in pair else usm_target(self.config, pair['gt'])
+    """The L1 target: the USM-sharpened crop when `loss.pixel_target == 'usm'` (Real-ESRNet).
+    Paired data brings no `gt_usm` and trains against its GT, as Real-ESRNet on paired data."""
+    if self.config.loss.pixel_target == 'usm' and 'gt_usm' in pair:
+      return pair['gt_usm']
+    return pair['gt']
 
   def train_step(self, state: api.TrainState, batch: api.Batch, ctx: api.StepContext
                  ) -> tuple[api.TrainState, api.Metrics, jax.Array]:
