@@ -8,7 +8,8 @@ loss and a U-Net discriminator with spectral norm (BasicSR `train_realesrgan_x4p
 converted PyTorch checkpoint such as RealESRNet_x4plus.pth; `init.discriminator` optionally
 RealESRGAN_x4plus_netD.pth. The perceptual loss needs torchvision's VGG19 weights file.
 Variants: ':smoke' (seconds; random VGG features), ':demo' (CPU minutes; starts from the stage-1
-demo in workdirs/demo and needs the VGG19 weights file).
+demo, `configs/realesrnet_x4plus.py:demo` trained into workdirs/esrnet_demo, and needs the VGG19
+weights file).
 """
 
 import ml_collections
@@ -35,7 +36,7 @@ def recipe(scale: int, arg: str | None) -> ml_collections.ConfigDict:
     c.loss.vgg_widths = [8, 16, 32, 32, 32]
   elif arg == 'demo':
     c.discriminator.kwargs = ml_collections.ConfigDict({'num_feat': 32, 'skip_connection': True})
-    c.init.generator = 'workdirs/demo'  # the stage-1 demo (README's main job)
+    c.init.generator = 'workdirs/esrnet_demo'  # configs/realesrnet_x4plus.py:demo
     c.optim.generator.lr = c.optim.discriminator.lr = 1e-4
     c.train.num_steps = 500
   return c
