@@ -193,10 +193,9 @@ def read_history(path: str | os.PathLike) -> dict[str, dict[int, float]]:
 
 def plot_curves(history_path: str | os.PathLike, png_path: str | os.PathLike) -> list[str]:
   """Training losses and every evaluation scalar over steps (evaluation ones next to their
-  bicubic / Lanczos baselines) as one PNG; returns the panel titles."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  bicubic / Lanczos baselines) as one PNG; returns the panel titles. A bare `Figure` draws
+  without pyplot, so the process's (or a notebook's) matplotlib backend is left alone."""
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
   history = read_history(history_path)
   losses = sorted(k for k in history if k.startswith('train/') and k not in _BOOKKEEPING)
   evals = []
@@ -210,7 +209,8 @@ def plot_curves(history_path: str | os.PathLike, png_path: str | os.PathLike) ->
     return []
   cols = min(3, len(panels))
   rows = -(-len(panels) // cols)
-  fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.4 * rows), squeeze=False)
+  fig = Figure(figsize=(5 * cols, 3.4 * rows))
+  axes = fig.subplots(rows, cols, squeeze=False)
   for ax, (title, names) in zip(axes.flat, panels):
     for name in names:
       steps = sorted(history[name])
@@ -229,7 +229,6 @@ def plot_curves(history_path: str | os.PathLike, png_path: str | os.PathLike) ->
     ax.axis('off')
   fig.tight_layout()
   fig.savefig(png_path, dpi=80)
-  plt.close(fig)
   return [title for title, _ in panels]
 
 
