@@ -49,6 +49,11 @@ VARIANTS = {
     'oracle': {'cmdsr.condition': 'oracle'},
 }
 SECTION = '## CMDSR at small scale (experiments/cmdsr_small.py)'
+# The picture of crops: (validation photo, SIGMAS index, NOISES index, top, left) of each tile,
+# a PANEL_HR square of the EVAL_HR crop (HR pixels).
+PANEL_CASES, PANEL_HR = ((0, 4, 0, 0, 0), (1, 2, 1, 32, 32)), 96
+PANEL_TEXT = ("two held-out tasks (96x96 HR squares): chelsea's eye and fur at σ 2.0, noise 0 and "
+              "coffee's cup rim and spoon at σ 1.2, noise 10")
 
 
 def make_config(seed: int, steps: int, n: int, overrides: dict) -> ml_collections.ConfigDict:
@@ -98,8 +103,20 @@ def eval_tasks(method) -> list[dict]:
   return out
 
 
+def panel_crop(img: np.ndarray, case: tuple, scale: int = 1) -> np.ndarray:
+  """The PANEL_CASES `case`'s square of an image at 1 / `scale` of the HR size."""
+  top, left, size = case[3] // scale, case[4] // scale, PANEL_HR // scale
+  return img[top:top + size, left:left + size]
+
+
+def panel_index(case: tuple) -> int:
+  """The held-out task (`eval_tasks` order) of a PANEL_CASES entry."""
+  return (case[0] * len(SIGMAS) + case[1]) * len(NOISES) + case[2]
+
+
 def evaluate(products: dict, n: int, held_out: list[dict], seed: int) -> dict:
-  """PSNR per grid cell (RGB, border = scale) and held-out condition distances.
+  """PSNR per grid cell (RGB, border = scale), held-out condition distances and the SR squares
+  of the PANEL_CASES (uint8).
 
   The generator conditions itself from its input (`Upscaler`, as `condsr-jax upscale`); an
   'oracle' product conditions it from the task's true degradation instead. d_in / d_cross
@@ -108,8 +125,8 @@ def evaluate(products: dict, n: int, held_out: list[dict], seed: int) -> dict:
   spec, variables = products['generator']
   upscaler = inference.Upscaler(spec, variables)
   net, rng = upscaler.module, np.random.default_rng(seed)
-  psnr, conds = {}, []
-  for t in held_out:
+  psnr, conds, panels = {}, [], {}
+  for k, t in enumerate(held_out):
     if 'oracle' in products:
       o_spec, o_vars = products['oracle']
       cond = o_spec.build().apply(o_vars, classic.oracle_features(t['record']))
@@ -126,11 +143,14 @@ def evaluate(products: dict, n: int, held_out: list[dict], seed: int) -> dict:
                                         method='condition_from_support')))
     psnr.setdefault((t['sigma'], t['noise']), []).append(
         metrics.psnr(np.clip(sr, 0, 1) * 255, t['hr'] * 255, SCALE))
+    for case in PANEL_CASES:
+      if panel_index(case) == k:
+        panels[case] = report_lib.to_uint8(panel_crop(np.asarray(sr), case))
   c = np.stack(conds)  # [tasks, 2, D]: two support sets of each held-out task
   d_in = np.mean(np.abs(c[:, 0] - c[:, 1]))
   d_cross = np.mean(np.abs(c[:, 0] - np.roll(c[:, 1], 1, axis=0)))
   return {'cells': {k: float(np.mean(v)) for k, v in psnr.items()}, 'd_in': float(d_in),
-          'd_cross': float(d_cross)}
+          'd_cross': float(d_cross), 'panels': [panels[case] for case in PANEL_CASES]}
 
 
 def run(variant: str, seed: int, steps: int, n: int, held_out_cache: dict) -> dict:
@@ -147,6 +167,7 @@ def run(variant: str, seed: int, steps: int, n: int, held_out_cache: dict) -> di
     held_out_cache[n] = eval_tasks(methods.build(config))
   result = evaluate(products, n, held_out_cache[n], seed)
   result['seconds'] = time.time() - t0
+  result.update(variant=variant, seed=seed)
   mean = np.mean(list(result['cells'].values()))
   print(f'{variant:13s} n={n} seed={seed}: mean PSNR {mean:.3f} dB  d_in {result["d_in"]:.4f} '
         f'd_cross {result["d_cross"]:.4f}  ({result["seconds"]:.0f} s)', flush=True)
@@ -162,7 +183,8 @@ def bicubic_cells(held_out: list[dict]) -> dict:
   return {k: float(np.mean(v)) for k, v in cells.items()}
 
 
-def report(results: dict, sweep: dict, bicubic: dict, args, elapsed: float) -> str:
+def report(results: dict, sweep: dict, bicubic: dict, args, elapsed: float,
+           panels: list[str]) -> str:
   seeds = args.seeds
   lines = [SECTION, '',
            f'Command: `python experiments/cmdsr_small.py --steps {args.steps} --seeds '
@@ -200,6 +222,7 @@ def report(results: dict, sweep: dict, bicubic: dict, args, elapsed: float) -> s
   for n, runs in sweep.items():
     lines.append(f'| {n} | {_ms([np.mean(list(r["cells"].values())) for r in runs])} | '
                  f'{_ms([r["d_in"] for r in runs], 4)} | {_ms([r["d_cross"] for r in runs], 4)} |')
+  lines += [''] + panels[:-1] if panels else []
   return '\n'.join(lines) + '\n'
 
 
@@ -211,13 +234,29 @@ def main():
   parser.add_argument('--sweep', type=int, nargs='*', default=[1, 2, 4, 8])
   parser.add_argument('--sweep-seeds', type=int, nargs='+', default=[0])
   parser.add_argument('--out', default=os.path.join(REPO, 'docs', 'results.md'))
+  report_lib.add_panels_argument(parser, 'cmdsr_small')
   args = parser.parse_args()
+  if args.panels:
+    args.seeds = [min(args.seeds)]
   t0, cache = time.time(), {}
   results = {v: [run(v, s, args.steps, 4, cache) for s in args.seeds] for v in VARIANTS}
+  panels = report_lib.panels_path(args, 'cmdsr_small')
+  scores = report_lib.write_panels(
+      panels, results, min(args.seeds),
+      [panel_crop(cache[4][panel_index(c)]['lq'], c, SCALE) for c in PANEL_CASES],
+      [panel_crop(cache[4][panel_index(c)]['hr'], c) for c in PANEL_CASES], SCALE,
+      f'cmdsr_small, seed {min(args.seeds)}, {args.steps} steps, support n = 4',
+      psnr=lambda r: float(np.mean(list(r['cells'].values()))))
+  if args.panels:
+    print('\n'.join(report_lib.panel_lines(panels, PANEL_TEXT, min(args.seeds), scores,
+                                            report_lib.rerun_command())))
+    return
   done = dict(zip(args.seeds, results['cmdsr']))  # n = 4 runs of the main table
   sweep = {n: [done[s] if n == 4 and s in done else run('cmdsr', s, args.steps, n, cache)
                for s in args.sweep_seeds] for n in args.sweep}
-  text = report(results, sweep, bicubic_cells(cache[4]), args, time.time() - t0)
+  text = report(results, sweep, bicubic_cells(cache[4]), args, time.time() - t0,
+                report_lib.panel_lines(panels, PANEL_TEXT, min(args.seeds), scores)
+                if scores else [])
   print(text)
   report_lib.write_section(args.out, SECTION, text)
 

@@ -51,6 +51,8 @@ DSN_FILTERS = {'hf': 'wavelet_cat', 'full': 'none'}
 VARIANTS = ('bicubic', 'dsn', 'dsn_ddm', 'dsn_ddm_gan', 'oracle')
 GENERATED = ('dsn', 'dsn_ddm', 'dsn_ddm_gan')
 DSN_LR, SR_LR, GAN_WEIGHT = 5e-4, 5e-4, 0.005
+PANEL_TILES = (5, 24)  # test tiles in the picture of crops: chelsea's eye and fur, coffee's table
+PANEL_TEXT = "test tiles 5 (chelsea's eye and fur) and 24 (coffee's table and spoon)"
 
 
 def corruption():
@@ -200,7 +202,8 @@ def evaluate(model_file: str, test: list) -> dict:
   upscaler = inference.Upscaler(spec, variables)
   sr = [np.clip(upscaler.upscale_float(lq), 0, 1) * 255 for lq, _ in test]
   return {'psnr': [metrics.psnr(s, hr * 255, SCALE) for s, (_, hr) in zip(sr, test)],
-          'ssim': [metrics.ssim(s, hr * 255, SCALE) for s, (_, hr) in zip(sr, test)]}
+          'ssim': [metrics.ssim(s, hr * 255, SCALE) for s, (_, hr) in zip(sr, test)],
+          'panels': [report_lib.to_uint8(sr[i] / 255) for i in PANEL_TILES]}
 
 
 def run_dsn(kind: str, seed: int, args, data: dict) -> dict:
@@ -259,7 +262,7 @@ def figure(dsn_runs: dict, data: dict, path: str) -> None:
 
 
 def report(sr: dict, dsn_runs: dict, real: dict, bicubic_up: dict, data: dict, args,
-           elapsed: float, plot: str) -> str:
+           elapsed: float, plot: str, panels: list[str]) -> str:
   ms = report_lib.mean_std
   per = {v: {m: [float(np.mean(r[m])) for r in runs] for m in ('psnr', 'ssim')}
          for v, runs in sr.items()}
@@ -316,6 +319,7 @@ def report(sr: dict, dsn_runs: dict, real: dict, bicubic_up: dict, data: dict, a
                   f'5-95% {r["maps"]["p5"]:.3f}-{r["maps"]["p95"]:.3f}' for r in dsn_runs['hf'])
               + '.']
   lines += ['', f'![Bicubic, DSN and real LR of one test tile]({os.path.basename(plot)})', '']
+  lines += panels
   return '\n'.join(lines) + '\n'
 
 
@@ -326,6 +330,8 @@ def main():
   report_lib.add_run_arguments(parser, 'dasr_dd_small', VARIANTS,
                                os.path.join(REPO, 'docs', 'results.md'))
   args = parser.parse_args()
+  if args.panels:
+    args.seeds = [min(args.seeds)]
   report_lib.single_thread()
   data = prepare(os.path.join(tempfile.gettempdir(), 'dasr_dd_small_data'))
   dsn_args = argparse.Namespace(**{**vars(args), 'runs': args.runs + '.dsn'})
@@ -341,11 +347,24 @@ def main():
   up = [np.clip(evaluate_lib.bicubic_upsample(lq, SCALE), 0, 1) * 255 for lq, _ in data['test']]
   bicubic_up = {'psnr': [metrics.psnr(u, hr * 255, SCALE) for u, (_, hr) in zip(up, data['test'])],
                 'ssim': [metrics.ssim(u, hr * 255, SCALE) for u, (_, hr) in zip(up, data['test'])]}
+  panels = report_lib.panels_path(args, 'dasr_dd_small')
+  scores = report_lib.write_panels(
+      panels, sr, min(args.seeds), [data['test'][i][0] for i in PANEL_TILES],
+      [data['test'][i][1] for i in PANEL_TILES], SCALE,
+      f'dasr_dd_small, seed {min(args.seeds)}, {args.sr_steps} SR steps; '
+      'SR (x): trained on x pairs',
+      label=lambda v: f'SR ({v})')
+  if args.panels:
+    print('\n'.join(report_lib.panel_lines(panels, PANEL_TEXT, min(args.seeds), scores,
+                                            report_lib.rerun_command())))
+    return
   plot = os.path.join(os.path.dirname(args.out), 'dasr_dd_lr.png')
   if 'hf' in dsn_runs:
     figure(dsn_runs, data, plot)
   text = report(sr, dsn_runs, real_lr_statistics(data['test']), bicubic_up, data, args,
-                dsn_elapsed + time.time() - t1, plot)
+                dsn_elapsed + time.time() - t1, plot,
+                report_lib.panel_lines(panels, PANEL_TEXT, min(args.seeds), scores)
+                if scores else [])
   print(text)
   report_lib.write_section(args.out, SECTION, text)
 

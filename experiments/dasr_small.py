@@ -43,6 +43,11 @@ PROBE_CROPS = 3  # the centre and two corners of every photo
 DASR_VARIANTS = ('blind', 'oracle', 'dasr', 'no_contrast', 'centroid', 'multicrop',
                  'cross_image', 'momentum995', 'byol', 'local_fusion', 'large_encoder')
 CMDSR_VARIANTS = ('cmdsr_blind', 'cmdsr', 'cmdsr_oracle')
+# The picture of crops: (validation photo, SIGMAS index, NOISES index, top, left) of each tile,
+# a PANEL_HR square of the EVAL_HR crop (HR pixels).
+PANEL_CASES, PANEL_HR = ((0, 3, 0, 32, 16), (1, 1, 1, 96, 96)), 96
+PANEL_TEXT = ("two test cases (96x96 HR squares): chelsea's eye and fur at σ 2.8, noise 0 and "
+              "coffee's saucer and spoon at σ 1.2, noise 10")
 
 
 def _degradation(config) -> None:
@@ -138,8 +143,29 @@ def degrade(method, hr: np.ndarray, sigma: float, level: float, seed: int, name:
   return out
 
 
+def panel_crop(img: np.ndarray, case: tuple, scale: int = 1) -> np.ndarray:
+  """The PANEL_CASES `case`'s square of an image at 1 / `scale` of the HR size."""
+  top, left, size = case[3] // scale, case[4] // scale, PANEL_HR // scale
+  return img[top:top + size, left:left + size]
+
+
+def panel_inputs(method) -> tuple[list, list]:
+  """(LR, HR) squares of the PANEL_CASES, as `evaluate` degrades them."""
+  from condsr_jax import images
+  val = images.list_images(os.path.join(REPO, 'data', 'demo', 'val'))
+  lr, hr = [], []
+  for case in PANEL_CASES:
+    p, i, j = case[:3]
+    full = _crop(val[p], EVAL_HR)
+    lq, _ = degrade(method, full, SIGMAS[i], NOISES[j], 1000 * p + 10 * i + j)
+    lr.append(panel_crop(lq, case, SCALE))
+    hr.append(panel_crop(full, case))
+  return lr, hr
+
+
 def evaluate(method, products: dict) -> dict:
-  """PSNR per grid cell on the held-out photos, and representations for the probes."""
+  """PSNR per grid cell on the held-out photos, representations for the probes, and the SR
+  squares of the PANEL_CASES (uint8)."""
   import jax
   import jax.numpy as jnp
   from condsr_jax import images, inference, metrics
@@ -148,7 +174,7 @@ def evaluate(method, products: dict) -> dict:
   upscaler = inference.Upscaler(spec, variables)
   net = upscaler.module
   val = images.list_images(os.path.join(REPO, 'data', 'demo', 'val'))
-  cells = {}
+  cells, panels = {}, {}
   for p, path in enumerate(val):
     hr = _crop(path, EVAL_HR)
     for i, sigma in enumerate(SIGMAS):
@@ -162,7 +188,11 @@ def evaluate(method, products: dict) -> dict:
           sr = upscaler.upscale_float(lq)
         cells.setdefault((sigma, level), []).append(
             metrics.psnr(np.clip(sr, 0, 1) * 255, hr * 255, SCALE))
-  out = {'cells': {k: float(np.mean(v)) for k, v in cells.items()}}
+        for case in PANEL_CASES:
+          if case[:3] == (p, i, j):
+            panels[case] = report_lib.to_uint8(panel_crop(np.asarray(sr), case))
+  out = {'cells': {k: float(np.mean(v)) for k, v in cells.items()},
+         'panels': [panels[case] for case in PANEL_CASES]}
   blind = spec.kwargs.get('blind', False)
   if not blind:  # the representation the network computes from an LR image
     condition = jax.jit(lambda lq: net.apply(variables, lq[None], method='condition_from_lr')[0])
@@ -265,7 +295,8 @@ def pca_plot(results: dict, path: str) -> None:
   plt.close(fig)
 
 
-def report(results: dict, bicubic: dict, args, elapsed: float, plot: str) -> str:
+def report(results: dict, bicubic: dict, args, elapsed: float, plot: str,
+           panels: list[str]) -> str:
   ms = report_lib.mean_std
   cells = [(s, n) for s in SIGMAS for n in NOISES]
   means = {v: [float(np.mean([r['cells'][c] for c in cells])) for r in runs]
@@ -318,6 +349,7 @@ def report(results: dict, bicubic: dict, args, elapsed: float, plot: str) -> str
                  f'{ms([r["train_seconds"] for r in runs], 0)} |')
   lines += ['', f'![PCA of the representations, coloured by blur sigma]({os.path.basename(plot)})',
             '']
+  lines += panels
   return '\n'.join(lines) + '\n'
 
 
@@ -341,16 +373,30 @@ def main():
   report_lib.add_run_arguments(parser, 'dasr_small', DASR_VARIANTS + CMDSR_VARIANTS,
                                os.path.join(REPO, 'docs', 'results.md'))
   args = parser.parse_args()
+  if args.panels:
+    args.seeds = [min(args.seeds)]
   jobs = [(v, s) for s in args.seeds for v in args.variants]
   done, t0 = report_lib.run_all(args, run, jobs, args.sr_steps)
   results = report_lib.by_variant(done, args.variants)
   report_lib.single_thread()
   from condsr_jax import methods
-  bicubic = bicubic_cells(methods.build(make_config('blind', 0, args.sr_steps)))
+  method = methods.build(make_config('blind', 0, args.sr_steps))
+  bicubic = bicubic_cells(method)
+  panels = report_lib.panels_path(args, 'dasr_small')
+  scores = report_lib.write_panels(
+      panels, results, min(args.seeds), *panel_inputs(method), SCALE,
+      f'dasr_small, seed {min(args.seeds)}, {args.sr_steps} SR steps',
+      psnr=lambda r: float(np.mean(list(r['cells'].values()))))
+  if args.panels:
+    print('\n'.join(report_lib.panel_lines(panels, PANEL_TEXT, min(args.seeds), scores,
+                                            report_lib.rerun_command())))
+    return
   plot = os.path.join(os.path.dirname(args.out), 'dasr_representations.png')
   if any('probe' in runs[0] for runs in results.values()):
     pca_plot(results, plot)
-  text = report(results, bicubic, args, time.time() - t0, plot)
+  text = report(results, bicubic, args, time.time() - t0, plot,
+                report_lib.panel_lines(panels, PANEL_TEXT, min(args.seeds), scores)
+                if scores else [])
   print(text)
   report_lib.write_section(args.out, SECTION, text)
 

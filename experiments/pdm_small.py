@@ -59,6 +59,8 @@ LEARNED = ('kernel', 'pdm', 'kernel_centred', 'pdm_centred')
 DEG_LR = {'kernel': 1e-2, 'pdm': 1e-3}  # Adam learning rates of the degradation models
 CENTRE_WEIGHT = 1.0  # pdm.kernel_centre_weight of the *_centred variants
 STAT_DRAWS = 8  # codes drawn per test tile for the learned degradation's statistics
+PANEL_TILES = (5, 24)  # test tiles in the picture of crops: chelsea's eye and fur, coffee's table
+PANEL_TEXT = "test tiles 5 (chelsea's eye and fur) and 24 (coffee's table and spoon)"
 
 
 def hidden_degradation():
@@ -208,13 +210,14 @@ def hidden_stats(draws: int, seed: int = 3) -> dict:
   return {**kernel_stats(record['kernel']), 'noise_sigma': np.asarray(batch['noise/sigma'])}
 
 
-def evaluate(model_file: str, test: list) -> list[float]:
-  """PSNR (RGB, border = scale) of each test tile."""
+def evaluate(model_file: str, test: list) -> dict:
+  """PSNR (RGB, border = scale) of each test tile, and the SR of the PANEL_TILES (uint8)."""
   from condsr_jax import inference, metrics, models
   spec, variables, _ = models.load_model_file(model_file)
   upscaler = inference.Upscaler(spec, variables)
-  return [metrics.psnr(np.clip(upscaler.upscale_float(lq), 0, 1) * 255, hr * 255, SCALE)
-          for lq, hr, _ in test]
+  sr = [np.clip(upscaler.upscale_float(lq), 0, 1) for lq, _, _ in test]
+  return {'psnr': [metrics.psnr(s * 255, hr * 255, SCALE) for s, (_, hr, _) in zip(sr, test)],
+          'panels': [report_lib.to_uint8(sr[i]) for i in PANEL_TILES]}
 
 
 def run(variant: str, seed: int, args, data: dict) -> dict:
@@ -235,7 +238,7 @@ def run(variant: str, seed: int, args, data: dict) -> dict:
     t1 = time.time()
     train.train_and_evaluate(sr_config(variant, seed, args.sr_steps, data, model_file), sr_dir)
     out['sr_seconds'] = time.time() - t1
-    out['psnr'] = evaluate(os.path.join(sr_dir, 'model.msgpack'), data['test'])
+    out.update(evaluate(os.path.join(sr_dir, 'model.msgpack'), data['test']))
   out['seconds'] = time.time() - t0
   print(f'{variant:8s} seed {seed}: PSNR {np.mean(out["psnr"]):.3f} dB '
         f'({out["seconds"]:.0f} s)', flush=True)
@@ -277,7 +280,7 @@ def figure(results: dict, hidden: dict, path: str) -> None:
 
 
 def report(results: dict, hidden: dict, bicubic_up: list, data: dict, args, elapsed: float,
-           plot: str) -> str:
+           plot: str, panels: list[str]) -> str:
   ms = report_lib.mean_std
   noise = np.array([t[2]['noise/sigma'] for t in data['test']])
   groups = (('all', np.ones_like(noise, bool)), ('noise < 5', noise < 5), ('noise ≥ 5', noise >= 5))
@@ -338,6 +341,7 @@ def report(results: dict, hidden: dict, bicubic_up: list, data: dict, args, elap
                  f'{np.std(s["kernel_width"]):.3f} | {np.mean(s["kernel_offset"]):.3f} | '
                  f'{np.mean(s["noise_sigma"]):.2f} ± {np.std(s["noise_sigma"]):.2f} |')
   lines += ['', f'![Kernel width and noise std: hidden vs learned]({os.path.basename(plot)})', '']
+  lines += panels
   return '\n'.join(lines) + '\n'
 
 
@@ -348,6 +352,8 @@ def main():
   report_lib.add_run_arguments(parser, 'pdm_small', VARIANTS,
                                os.path.join(REPO, 'docs', 'results.md'))
   args = parser.parse_args()
+  if args.panels:
+    args.seeds = [min(args.seeds)]
   report_lib.single_thread()
   data = prepare(os.path.join(tempfile.gettempdir(), 'pdm_small_data'))
   # The learned variants take longest: first, so the pool ends together.
@@ -358,11 +364,23 @@ def main():
   from condsr_jax import evaluate as evaluate_lib, metrics
   bicubic_up = [metrics.psnr(np.clip(evaluate_lib.bicubic_upsample(lq, SCALE), 0, 1) * 255,
                              hr * 255, SCALE) for lq, hr, _ in data['test']]
+  panels = report_lib.panels_path(args, 'pdm_small')
+  scores = report_lib.write_panels(
+      panels, results, min(args.seeds), [data['test'][i][0] for i in PANEL_TILES],
+      [data['test'][i][1] for i in PANEL_TILES], SCALE,
+      f'pdm_small, seed {min(args.seeds)}, {args.sr_steps} SR steps; SR (x): trained on x pairs',
+      label=lambda v: f'SR ({v})')
+  if args.panels:
+    print('\n'.join(report_lib.panel_lines(panels, PANEL_TEXT, min(args.seeds), scores,
+                                            report_lib.rerun_command())))
+    return
   hidden = hidden_stats(len(data['test']) * STAT_DRAWS)
   plot = os.path.join(os.path.dirname(args.out), 'pdm_degradations.png')
   if any(v in results for v in LEARNED):
     figure(results, hidden, plot)
-  text = report(results, hidden, bicubic_up, data, args, time.time() - t0, plot)
+  text = report(results, hidden, bicubic_up, data, args, time.time() - t0, plot,
+                report_lib.panel_lines(panels, PANEL_TEXT, min(args.seeds), scores)
+                if scores else [])
   print(text)
   report_lib.write_section(args.out, SECTION, text)
 
