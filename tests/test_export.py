@@ -248,12 +248,12 @@ def test_onnx_export_matches_onnxruntime(tmp_path):
     models.save_model(tmp_path / 'm.msgpack', spec, variables)
     assert cli.main(['export', str(tmp_path / 'm.msgpack'), str(tmp_path / 'm.onnx'),
                      '--onnx-layout', layout]) == 0
-    session = ort.InferenceSession(str(tmp_path / 'm.onnx'))
+    runtime = ort.InferenceSession(str(tmp_path / 'm.onnx'))
     for shape in ((1, 12, 16, 3), (2, 10, 6, 3)):
       x = np.random.RandomState(1).rand(*shape).astype(np.float32)
       want = np.asarray(module.apply(variables, x))
       feed = x.transpose(0, 3, 1, 2) if layout == 'nchw' else x
-      got = session.run(None, {session.get_inputs()[0].name: feed})[0]
+      got = runtime.run(None, {runtime.get_inputs()[0].name: feed})[0]
       got = got.transpose(0, 2, 3, 1) if layout == 'nchw' else got
       assert got.shape == want.shape
       assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max(), (arch, layout, shape)
