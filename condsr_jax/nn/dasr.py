@@ -232,7 +232,8 @@ class LocalAttentionFusion(nn.Module):
     q = dense(self.dim, name='query')(rep.astype(feat.dtype))
     keys = _neighbours(dense(self.dim, name='key')(feat), self.window)
     values = _neighbours(feat, self.window)
-    att = jax.nn.softmax(jnp.einsum('bhwd,bhwnd->bhwn', q, keys) / self.dim ** 0.5, axis=-1)
+    logits = jnp.einsum('bhwd,bhwnd->bhwn', q, keys).astype(jnp.float32) / self.dim ** 0.5
+    att = jax.nn.softmax(logits, axis=-1).astype(values.dtype)  # the softmax in float32
     fused = jnp.einsum('bhwn,bhwnc->bhwc', att, values)
     return feat + dense(feat.shape[-1], kernel_init=nn.initializers.zeros, name='proj')(fused)
 

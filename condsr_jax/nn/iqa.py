@@ -61,17 +61,17 @@ def _l2_pool(x: jax.Array) -> jax.Array:
 
 
 def _features(x: jax.Array, layout: Sequence[tuple], widths: Sequence[int], ends: Sequence[int],
-              prefix: str, l2_pool: bool = False) -> list[jax.Array]:
+              prefix: str, l2_pool: bool = False, dtype: Any = jnp.float32) -> list[jax.Array]:
   """Runs a torchvision feature stack inside the calling module's `compact` method, its convs
-  named PREFIX{slice}_{index}; returns the activation at the end of every slice. `l2_pool`
-  swaps max-pooling for DISTS's L2 pooling."""
+  named PREFIX{slice}_{index} and computing in `dtype`; returns the activation at the end of
+  every slice. `l2_pool` swaps max-pooling for DISTS's L2 pooling."""
   conv_widths = _conv_widths(layout, widths, ends)
   taps = []
   for i, layer in enumerate(layout[:ends[-1]]):
     if layer[0] == 'conv':
       _, kernel, stride, pad = layer
       name = f'{prefix}{slice_of(i, ends)}_{i}'
-      x = layers.conv(conv_widths[i], kernel, stride, pad, name=name)(x)
+      x = layers.conv(conv_widths[i], kernel, stride, pad, dtype=dtype, name=name)(x)
     elif layer[0] == 'relu':
       x = nn.relu(x)
     else:
@@ -85,10 +85,12 @@ class _LPIPSTrunk(nn.Module):
   """LPIPS's `net`: the trunk's five slices, convs named slice{k}_{index}."""
   net: str
   widths: Sequence[int]
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> list[jax.Array]:
-    return _features(x, TRUNKS[self.net], self.widths, LPIPS_SLICE_ENDS[self.net], 'slice')
+    return _features(x, TRUNKS[self.net], self.widths, LPIPS_SLICE_ENDS[self.net], 'slice',
+                     dtype=self.dtype)
 
 
 class _LinLayer(nn.Module):
@@ -120,9 +122,11 @@ def _lpips_uses_key(kwargs: Mapping[str, Any], key: str) -> bool:
 class LPIPS(nn.Module):
   """LPIPS v0.1 (`lpips.LPIPS(net=...)`): trunk features, unit-normalised per position, squared
   differences weighted by the linear layers, averaged over space and summed over the five
-  layers. `per_layer` also returns the five terms ([N, 5])."""
+  layers. `per_layer` also returns the five terms ([N, 5]). The trunk computes in `dtype`; its
+  features are normalised and compared in float32."""
   net: str = 'alex'  # 'alex' | 'vgg'
   widths: Sequence[int] | None = None  # the five slice widths (default: the trunk's)
+  dtype: Any = jnp.float32
 
   def example_inputs(self) -> tuple[jax.Array, jax.Array]:
     x = jnp.zeros((1, 64, 64, 3), jnp.float32)
@@ -132,13 +136,13 @@ class LPIPS(nn.Module):
   def __call__(self, x: jax.Array, y: jax.Array, per_layer: bool = False):
     if self.net not in TRUNKS:
       raise ValueError(f'LPIPS net {self.net!r}: one of {sorted(TRUNKS)}')
-    trunk = _LPIPSTrunk(self.net, self.widths or WIDTHS[self.net], name='net')
+    trunk = _LPIPSTrunk(self.net, self.widths or WIDTHS[self.net], self.dtype, name='net')
     shift, scale = jnp.asarray(LPIPS_SHIFT), jnp.asarray(LPIPS_SCALE)
     n = x.shape[0]
     feats = trunk((2 * jnp.concatenate([x, y]) - 1 - shift) / scale)
     terms = []
     for k, f in enumerate(feats):
-      f = _unit_normalize(f)
+      f = _unit_normalize(f.astype(jnp.float32))
       diff = jnp.square(f[:n] - f[n:])
       terms.append(_LinLayer(name=f'lin{k}')(diff).mean(axis=(1, 2, 3)))
     terms = jnp.stack(terms, axis=1)
