@@ -19,6 +19,9 @@ class ConfigError(ValueError):
   """A config field with a value that cannot work; the message names the field."""
 
 
+PRECISIONS = ('float32', 'bfloat16')  # compute dtypes of `train.precision` and network sections
+
+
 def check(ok: bool, field: str, message: str, value: Any) -> None:
   """Raises ConfigError('config.FIELD = VALUE: MESSAGE') unless `ok`."""
   if not ok:
@@ -57,6 +60,10 @@ def loop_config() -> ml_collections.ConfigDict:
   c.train.keep_checkpoints = 3
   c.train.ema_decay = 0.999  # of the method's `ema_params`; 0: the EMA is the live weights
   c.train.max_consecutive_nonfinite = 20
+  # The compute dtype of every network a method builds (each network section's `dtype`, when
+  # set, overrides it for that network): 'bfloat16' is mixed precision. Parameters, optimiser
+  # states, the EMA, losses and metrics stay float32 either way.
+  c.train.precision = 'float32'  # float32 | bfloat16
 
   c.eval = ml_collections.ConfigDict()
   c.eval.every = 1000  # steps; 0: only at the end
@@ -148,6 +155,7 @@ def validate(c: ml_collections.ConfigDict, device_count: int = 1) -> None:
   for field in ('log_every', 'checkpoint_every', 'keep_checkpoints', 'max_consecutive_nonfinite'):
     check(t[field] > 0, f'train.{field}', 'must be positive', t[field])
   check(0 <= t.ema_decay < 1, 'train.ema_decay', 'must be in [0, 1)', t.ema_decay)
+  check(t.precision in PRECISIONS, 'train.precision', ' or '.join(PRECISIONS), t.precision)
   e = c.eval
   check(not e.val or os.path.isdir(e.val), 'eval.val', 'no such folder', e.val)
   check(e.every >= 0, 'eval.every', 'must be >= 0 (0: only at the end)', e.every)

@@ -88,7 +88,7 @@ class CMDSRMethod(api.MethodBase):
     base = common.generator_spec(config)
     self.spec = models.ModelSpec(base.arch, {**base.kwargs, 'support_patch': patch,
                                              'blind': config.cmdsr.condition != 'support'})
-    self.net = self.spec.build(dtype=jnp.dtype(config.model.dtype))
+    self.net = common.build_network(config, self.spec, config.model)
     self.n = self.net.support_size
     self.range = self.net.image_range  # the L1 is the reference's (CMDSRNet: 0..255)
     self.oracle = conditional.OracleCondition(2 * self.net.cond_feat)

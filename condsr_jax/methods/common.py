@@ -20,20 +20,40 @@ from condsr_jax.data import streams
 check = config_lib.check
 
 
-def network_config(arch: str, dtype: str = 'float32', **kwargs) -> ml_collections.ConfigDict:
-  """A network section: architecture name, constructor arguments, compute dtype."""
+def network_config(arch: str, dtype: str = '', **kwargs) -> ml_collections.ConfigDict:
+  """A network section: architecture name, constructor arguments, compute dtype ('' follows
+  `train.precision`; 'float32' or 'bfloat16' sets this network's alone)."""
   return ml_collections.ConfigDict({'arch': arch, 'kwargs': kwargs, 'dtype': dtype})
 
 
 def validate_network(section: ml_collections.ConfigDict, field: str) -> None:
   check(section.arch in cnn.ARCHITECTURES, f'{field}.arch',
         f'unknown; known: {sorted(cnn.ARCHITECTURES)}', section.arch)
-  check(section.dtype in ('float32', 'bfloat16'), f'{field}.dtype', 'float32 or bfloat16',
-        section.dtype)
+  check(section.dtype in ('', *config_lib.PRECISIONS), f'{field}.dtype',
+        "'' (train.precision), 'float32' or 'bfloat16'", section.dtype)
   module = cnn.ARCHITECTURES[section.arch].module
   unknown = sorted(set(section.kwargs) - set(module.__dataclass_fields__))
   check(not unknown, f'{field}.kwargs', f'{section.arch} has no arguments {unknown}',
         dict(section.kwargs))
+
+
+def compute_dtype(config: ml_collections.ConfigDict,
+                  section: ml_collections.ConfigDict | None = None) -> jnp.dtype:
+  """The dtype a network computes in: its section's `dtype` if set, else `train.precision`.
+
+  Mixed precision ('bfloat16') is the same for every method: activations and convolutions in
+  bfloat16, parameters float32 (flax's `param_dtype`, so gradients, optimiser states and the EMA
+  are float32), and every network returns float32, so losses and metrics reduce in float32.
+  Spectral norm's power iteration and BatchNorm's statistics stay float32 inside the networks.
+  """
+  name = (section.get('dtype', '') if section is not None else '') or config.train.precision
+  return jnp.dtype(name)
+
+
+def build_network(config: ml_collections.ConfigDict, spec: models.ModelSpec,
+                  section: ml_collections.ConfigDict | None = None) -> Any:
+  """The flax module of `spec` computing in `compute_dtype(config, section)`."""
+  return spec.build(dtype=compute_dtype(config, section))
 
 
 def generator_spec(config: ml_collections.ConfigDict, section: str = 'model') -> models.ModelSpec:
@@ -139,17 +159,18 @@ def validate_perceptual_loss(loss: ml_collections.ConfigDict) -> None:
     validate_vgg(loss, 'loss')
 
 
-def load_vgg(loss: ml_collections.ConfigDict) -> tuple[Any, Any]:
+def load_vgg(loss: ml_collections.ConfigDict, dtype: Any = jnp.float32) -> tuple[Any, Any]:
   """(VGG19 feature module, its variables) for `loss.perceptual_layers` (a `vgg_config`):
-  torchvision weights from `loss.vgg_weights`, or random features when `loss.allow_random_vgg`."""
+  torchvision weights from `loss.vgg_weights`, or random features when `loss.allow_random_vgg`.
+  The convolutions compute in `dtype`; the features come out float32."""
   from condsr_jax import convert  # pylint: disable=g-import-not-at-top
   layers = tuple(loss.perceptual_layers)
   if loss.vgg_weights:
     spec, variables = convert.convert_file(loss.vgg_weights, arch='VGG19Features',
                                            overrides={'layer_names': layers})
-    return spec.build(), variables
+    return spec.build(dtype=dtype), variables
   module = cnn.ARCHITECTURES['VGG19Features'].module(layer_names=layers,
-                                                      widths=tuple(loss.vgg_widths))
+                                                      widths=tuple(loss.vgg_widths), dtype=dtype)
   return module, jax.jit(module.init)(jax.random.key(12345), jnp.zeros((1, 32, 32, 3)))
 
 
@@ -204,17 +225,18 @@ def as_rgb(x: jax.Array) -> jax.Array:
   return jnp.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x
 
 
-def load_perceptual_distance(section: ml_collections.ConfigDict
+def load_perceptual_distance(section: ml_collections.ConfigDict, dtype: Any = jnp.float32
                              ) -> tuple[Callable[..., jax.Array], Any]:
   """(distance(variables, x, y) -> mean over the batch, its variables) of a
-  `perceptual_distance_config`: LPIPS, or the VGG19 feature loss; grey images as RGB."""
+  `perceptual_distance_config`: LPIPS, or the VGG19 feature loss; grey images as RGB. The
+  trunk's convolutions compute in `dtype`; the distance is reduced in float32."""
   from condsr_jax import perceptual  # pylint: disable=g-import-not-at-top
   if section.perceptual != 'vgg19':
     metric = perceptual.load(section.perceptual,
                              [f for f in section.lpips_weights.split(',') if f])
-    apply = metric.spec.build().apply
+    apply = metric.spec.build(dtype=dtype).apply
     return (lambda v, x, y: jnp.mean(apply(v, as_rgb(x), as_rgb(y)))), metric.variables
-  module, variables = load_vgg(section.vgg)
+  module, variables = load_vgg(section.vgg, dtype)
   layers = dict(section.vgg.perceptual_layers)
 
   def vgg_distance(v: Any, x: jax.Array, y: jax.Array) -> jax.Array:

@@ -120,7 +120,7 @@ class DASRMethod(api.MethodBase):
     self.degradation = tasks.TaskDegradation(config.degradation, config.scale)
     base = common.generator_spec(config)
     self.spec = models.ModelSpec(base.arch, {**base.kwargs, 'blind': c.condition != 'encoder'})
-    self.net = self.spec.build(dtype=jnp.dtype(config.model.dtype))
+    self.net = common.build_network(config, self.spec, config.model)
     self.encoded = c.condition == 'encoder'
     self.objective = c.objective if self.encoded else 'none'
     self.stage1 = c.encoder_steps if self.objective != 'none' else 0

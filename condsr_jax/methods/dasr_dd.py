@@ -116,14 +116,15 @@ class DomainDistanceSRMethod(api.MethodBase):
     super().__init__(config)
     d, c = config.dasr_dd, config.data.channels
     self.spec = common.generator_spec(config)
-    self.net = self.spec.build(dtype=jnp.dtype(config.model.dtype))
+    self.net = common.build_network(config, self.spec, config.model)
     self.d_spec = models.ModelSpec(
         'NLayerPatchGAN', {**config.discriminator.kwargs,
                            'in_channels': band_channels(d.filter, c)})
-    self.disc = self.d_spec.build(dtype=jnp.dtype(config.discriminator.dtype))
+    self.disc = common.build_network(config, self.d_spec, config.discriminator)
     self.degradation = common.make_degradation(config)
     self.gt_size = config.degradation.gt_size
-    self.perceptual = (common.load_perceptual_distance(d) if d.perceptual_weight > 0 else None)
+    self.perceptual = (common.load_perceptual_distance(d, common.compute_dtype(config))
+                       if d.perceptual_weight > 0 else None)
     self.tx = optimizers.build_all(config.optim)
 
   def bands(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:

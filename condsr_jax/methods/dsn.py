@@ -177,12 +177,12 @@ class DSNMethod(api.MethodBase):
     c, g, d = config.data.channels, config.model, config.discriminator
     self.spec = models.ModelSpec('DSNGenerator', {**g.kwargs, 'scale': config.scale,
                                                   'in_channels': c, 'out_channels': c})
-    self.gen = self.spec.build(dtype=jnp.dtype(g.dtype))
+    self.gen = common.build_network(config, self.spec, g)
     self.d_spec = models.ModelSpec('FSDiscriminator', {**d.kwargs, 'in_channels': c})
-    self.disc = self.d_spec.build(dtype=jnp.dtype(d.dtype))
+    self.disc = common.build_network(config, self.d_spec, d)
     self.low = low_pass(self.disc.filter, self.disc.kernel_size)
     self.lr_crop = config.dsn.hr_crop // config.scale
-    self.perceptual = (common.load_perceptual_distance(config.dsn)
+    self.perceptual = (common.load_perceptual_distance(config.dsn, common.compute_dtype(config))
                        if config.dsn.perceptual_weight > 0 else None)
     self.tx = optimizers.build_all(config.optim)
     limits = config.dsn

@@ -64,13 +64,14 @@ class ESRGANMethod(api.MethodBase):
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__(config)
     self.spec = common.generator_spec(config)
-    self.net = self.spec.build(dtype=jnp.dtype(config.model.dtype))
+    self.net = common.build_network(config, self.spec, config.model)
     d = config.discriminator
     self.d_spec = models.ModelSpec(d.arch, {'num_in_ch': config.data.channels, **d.kwargs})
-    self.disc = self.d_spec.build(dtype=jnp.dtype(d.dtype))
+    self.disc = common.build_network(config, self.d_spec, d)
     self.degradation = common.make_degradation(config)
     self.tx = optimizers.build_all(config.optim)
-    self.vgg = common.load_vgg(config.loss) if config.loss.perceptual_weight > 0 else None
+    self.vgg = (common.load_vgg(config.loss, common.compute_dtype(config))
+                if config.loss.perceptual_weight > 0 else None)
 
   def streams(self):
     return {'train': common.pair_stream(self.config, self.degradation)}

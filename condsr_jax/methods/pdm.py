@@ -172,19 +172,21 @@ class PDMSRMethod(api.MethodBase):
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__(config)
     self.spec = common.generator_spec(config)
-    self.net = self.spec.build(dtype=jnp.dtype(config.model.dtype))
+    self.net = common.build_network(config, self.spec, config.model)
     g, d = config.degradation_model, config.discriminator
     self.deg_spec = models.ModelSpec('DegModel', {**g.kwargs, 'scale': config.scale})
-    self.deg = self.deg_spec.build(dtype=jnp.dtype(g.dtype))
+    self.deg = common.build_network(config, self.deg_spec, g)
     self.d_spec = models.ModelSpec('PatchGANDiscriminator',
                                    {**d.kwargs, 'in_c': config.data.channels})
-    self.disc = self.d_spec.build(dtype=jnp.dtype(d.dtype))
+    self.disc = common.build_network(config, self.d_spec, d)
     h = config.hr_discriminator
     self.hr_d_spec = (models.ModelSpec('PatchGANDiscriminator',
                                        {**h.kwargs, 'in_c': config.data.channels})
                       if config.pdm.sr_gan_weight > 0 else None)
-    self.hr_disc = self.hr_d_spec.build(dtype=jnp.dtype(h.dtype)) if self.hr_d_spec else None
-    self.vgg = common.load_vgg(config.loss) if config.loss.perceptual_weight > 0 else None
+    self.hr_disc = (common.build_network(config, self.hr_d_spec, h) if self.hr_d_spec
+                    else None)
+    self.vgg = (common.load_vgg(config.loss, common.compute_dtype(config))
+                if config.loss.perceptual_weight > 0 else None)
     self.tx = optimizers.build_all(config.optim)
     self.lr_crop = config.pdm.hr_crop // config.scale
     self.collapse_warning = common.OnceWarning(

@@ -82,7 +82,7 @@ class SRMethod(api.MethodBase):
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__(config)
     self.spec = common.generator_spec(config)
-    self.net = self.spec.build(dtype=jnp.dtype(config.model.dtype))
+    self.net = common.build_network(config, self.spec, config.model)
     self.degradation = common.make_degradation(config)
     self.tx = optimizers.build(config.optim.generator)
 
