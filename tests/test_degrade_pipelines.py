@@ -97,6 +97,7 @@ def test_default_config_has_the_reference_values():
       0.8, 0.8, 0.1, 0.1)
   g = realesrgan.Geometry.from_config(c, 4)
   assert (g.stage1, g.stage2, g.lq_size) == (608, 128, 100)
+  assert g.buckets == (160, 288, 400, 512, 608)
 
 
 def test_sampler_is_picklable_fixed_shape_and_follows_the_probabilities(deg):
@@ -310,6 +311,30 @@ def test_lq_mean_follows_the_downscaled_gt(deg, degrade_fn):
     ref = np.asarray(resize.interpolate(jnp.asarray(gt), size=(S // 4, S // 4), mode='area'))
     errs.append(np.abs(lq.mean(axis=(1, 2)) - ref[:, :16, :16].mean(axis=(1, 2))).mean())
   assert np.mean(errs) < 0.06
+
+
+@pytest.mark.parametrize('loop', ['batch', 'examples'])
+def test_canvas_buckets_and_loops_leave_the_result_unchanged(loop):
+  """Noise-free draws (the only random part): every bucket canvas and both loops give the
+  single-canvas batch result, up to float rounding before the 8-bit quantisation."""
+  single = _small_config()
+  single.canvas_buckets, single.loop = (), 'batch'
+  bucketed = _small_config()
+  bucketed.loop = loop
+  ref, deg = (realesrgan.RealESRGANDegradation(c, 4) for c in (single, bucketed))
+  assert ref.geometry.buckets == (144,) and deg.geometry.buckets == (48, 80, 96, 128, 144)
+  assert deg.per_example() == (loop == 'examples')
+  gt = _smooth_images(4, S, seed=11)
+  batch = _batch(deg, gt, [70, 71, 72, 73])
+  scales = np.array([0.3, 0.8, 1.3, 1.0], np.float32)  # sizes 28, 76, 124, 96
+  batch['resize1/scale'], batch['resize1/size'] = scales, np.floor(S * scales).astype(np.int32)
+  for stage in ('noise1', 'noise2'):
+    batch[f'{stage}/gaussian'], batch[f'{stage}/sigma'] = np.ones(4, bool), np.zeros(4, np.float32)
+  batch['final/sinc_first'] = np.array([True, False, True, False])
+  expected = np.asarray(jax.jit(ref)(batch, jax.random.key(0))['lq'])
+  lq = np.asarray(jax.jit(deg)(batch, jax.random.key(1))['lq'])  # examples: 48, 80, 128, 96
+  err = np.abs(lq - expected)
+  assert err.max() <= 1 / 255 + 1e-6 and err.mean() < 1e-3 / 255
 
 
 def test_reference_mode_shares_the_batch_choices_and_gray_field(degrade_fn):

@@ -110,6 +110,24 @@ def _flat(value: float, shape=(4, 64, 64, 3)) -> jax.Array:
   return jnp.full(shape, value, jnp.float32)
 
 
+def test_standard_normal_is_normal_and_independent():
+  """1M deviates: moments and the KS distance within sampling error, no correlation between
+  neighbours, channels or keys, finite everywhere, one key one field."""
+  from scipy import stats  # pylint: disable=g-import-not-at-top
+  key_a, key_b = jax.random.split(jax.random.key(0))
+  z = np.asarray(noise.standard_normal(key_a, (4, 256, 256, 4)))
+  flat, n = z.ravel(), z.size
+  assert np.isfinite(z).all() and np.abs(z).max() < 5.3
+  assert abs(flat.mean()) < 5 / math.sqrt(n) and abs(flat.std() - 1) < 5 / math.sqrt(2 * n)
+  assert abs(np.mean(flat ** 4) - 3) < 5 * math.sqrt(96 / n)  # var(z^4) = 96
+  assert stats.kstest(flat, 'norm').pvalue > 1e-3
+  other = np.asarray(noise.standard_normal(key_b, z.shape)).ravel()
+  for a, b in ((flat[:-1], flat[1:]), (z[..., 0].ravel(), z[..., 1].ravel()),
+               (z[:, :-1].ravel(), z[:, 1:].ravel()), (flat, other)):
+    assert abs(np.corrcoef(a, b)[0, 1]) < 5 / math.sqrt(a.size)
+  np.testing.assert_array_equal(z, noise.standard_normal(key_a, z.shape))
+
+
 def test_gaussian_noise_moments_per_sigma():
   sigma = np.array([1.0, 5.0, 15.0, 30.0], np.float32)
   out = degrade.add_gaussian_noise(_flat(0.5), sigma, key=jax.random.key(0), clip=False)

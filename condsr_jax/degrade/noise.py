@@ -5,6 +5,7 @@ arrays (or numbers), so a batch with mixed settings runs in one compiled functio
 """
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -28,16 +29,38 @@ def _finish(out: jax.Array, clip: bool, rounds: bool) -> jax.Array:
   return jnp.clip(out, 0.0, 1.0) if clip else out
 
 
+def _mix(h: jax.Array) -> jax.Array:
+  """MurmurHash3's 32-bit finaliser: every input bit flips each output bit with p ~ 1/2."""
+  h = (h ^ (h >> 16)) * jnp.uint32(0x85EBCA6B)
+  h = (h ^ (h >> 13)) * jnp.uint32(0xC2B2AE35)
+  return h ^ (h >> 16)
+
+
+def standard_normal(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+  """float32 N(0, 1) deviates of `shape` for image noise: the element index hashed with the
+  key's data (two finaliser rounds), a 23-bit uniform, its inverse normal CDF.
+
+  About 5x cheaper than `jax.random.normal` on CPU (threefry's 20 rounds per 32 bits dominate
+  noise synthesis there) and one fused elementwise op everywhere. Not for cryptography or for
+  more than 2^32 values per key; |z| < 5.3 (23-bit uniforms).
+  """
+  seed = jax.random.key_data(key).reshape(-1).astype(jnp.uint32)
+  index = jax.lax.iota(jnp.uint32, math.prod(shape)).reshape(shape)
+  bits = _mix(_mix(index ^ seed[0]) + seed[-1])
+  u = ((bits >> 9).astype(jnp.float32) + 0.5) * (1.0 / (1 << 23))  # exact, inside (0, 1)
+  return np.float32(math.sqrt(2.0)) * jax.scipy.special.erfinv(2.0 * u - 1.0)
+
+
 def normal_fields(key: jax.Array, shape: tuple[int, int, int, int], gray: ArrayLike = False,
                   shared_gray: bool = False) -> jax.Array:
   """Standard normal deviates of `shape` [B, H, W, C] in which a gray image (`gray`, per image)
   has one field for all channels: its own first channel, or with `shared_gray` one field that
   all gray images of the batch share (the reference's gray Gaussian noise)."""
   key_color, key_gray = jax.random.split(key)
-  z = jax.random.normal(key_color, shape, jnp.float32)
+  z = standard_normal(key_color, shape)
   is_gray = per_image(gray, shape[0]) > 0
   if shared_gray:
-    return jnp.where(is_gray, jax.random.normal(key_gray, (1, *shape[1:3], 1), jnp.float32), z)
+    return jnp.where(is_gray, standard_normal(key_gray, (1, *shape[1:3], 1)), z)
   return jnp.where(is_gray, z[..., :1], z)
 
 

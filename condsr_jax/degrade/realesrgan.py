@@ -2,16 +2,22 @@
 
 Parameters are drawn per example on the host (`RealESRGANSampler`, run in grain); the pixel work
 runs on the accelerator. Random resize scales change image sizes, so every stage works on a
-fixed canvas (the largest size the stage can produce, a multiple of 16) holding the image in its
-top-left corner: resizes are matrices built from traced scales and valid sizes, filters reflect
-at the true border through index maps, JPEG compresses the zero-filled canvas (what DiffJPEG's
-zero padding to 16 does), and Poisson levels count the valid region only. One compilation
-serves every draw.
+fixed canvas (a multiple of 16) holding the image in its top-left corner: resizes are matrices
+built from traced scales and valid sizes, filters reflect at the true border through index maps,
+JPEG compresses the zero-filled canvas (what DiffJPEG's zero padding to 16 does), and Poisson
+levels count the valid region only. The first resize's canvas is the smallest of a few sizes
+(`canvas_buckets`) that holds its output, chosen at run time by `lax.switch`: one compilation
+serves every draw, and a downscaled image is not processed on the largest canvas.
 
 Randomness is per sample by default; `mode='reference'` shares the reference's per-batch choices
 (resize up/down/keep, scale and mode of both stages, noise type of both stages, second-blur coin,
 final order and resize mode, crop location) and its batch-shared gray Gaussian noise field. The
 sampler draws those per element anyway and the device function takes element 0's values.
+
+Per-sample randomness runs either over the whole batch (`loop='batch'`: the canvas of its
+largest example; both sides of each per-example choice computed and selected: wide work for
+accelerators) or one example at a time (`loop='examples'`: each on its own canvas, computing only
+the branch it takes: the least work, for CPUs). 'auto' picks 'examples' on a single CPU device.
 """
 
 import dataclasses
@@ -34,6 +40,7 @@ Batch = pipelines.Batch
 RESIZE_CHOICES = ('up', 'down', 'keep')
 MODES = resize.MODES  # index order of every `*/mode` parameter
 PIPELINE_MODES = ('per_sample', 'reference')
+LOOPS = ('auto', 'batch', 'examples')
 # Parameters the reference draws once per batch (shared in 'reference' mode).
 BATCH_LEVEL = ('resize1/choice', 'resize1/scale', 'resize1/size', 'resize1/mode',
                'noise1/gaussian', 'blur2/apply', 'resize2/choice', 'resize2/scale',
@@ -56,6 +63,9 @@ def default_config(scale: int = 4) -> ml_collections.ConfigDict:
   c.crop_pad = 400 // scale * scale
   c.kernel_range = (7, 9, 11, 13, 15, 17, 19, 21)
   c.kernel_pad = 21  # kernels are built on (zero-padded to) this canvas
+  # First-resize canvases as fractions of crop_pad (the largest output is always one).
+  c.canvas_buckets = (0.4, 0.7, 1.0, 1.28)
+  c.loop = 'auto'  # auto | batch | examples: see the module docstring
   c.usm_weight = 0.5
   c.usm_radius = 50
   c.usm_threshold = 10.0
@@ -102,8 +112,9 @@ class Geometry:
   crop_pad: int
   scale: int
   gt_size: int
-  stage1: int  # canvas of the first resize's output
+  stage1: int  # canvas of the first resize's largest output
   stage2: int  # canvas of the second resize's output
+  buckets: tuple[int, ...] = ()  # first-resize canvases, ascending, ending at stage1
 
   @property
   def lq_size(self) -> int:
@@ -115,7 +126,8 @@ class Geometry:
     s = config.crop_pad
     stage1 = _ceil16(max(s, math.floor(s * config.resize_range[1])))
     stage2 = _ceil16(max(s // scale, int(s / scale * config.resize_range2[1])))
-    return cls(s, scale, config.gt_size, stage1, stage2)
+    buckets = {min(_ceil16(max(1, math.floor(s * f))), stage1) for f in config.canvas_buckets}
+    return cls(s, scale, config.gt_size, stage1, stage2, tuple(sorted(buckets | {stage1})))
 
 
 def _resize_draw(rng: np.random.Generator, prob, value_range, prefix: str
@@ -200,23 +212,33 @@ def add_noise(key: jax.Array, img: jax.Array, gaussian: ArrayLike, sigma: ArrayL
   is computed) and the gray Gaussian field, as in the PyTorch code.
   """
   b, h = img.shape[:2]
-  # The barrier keeps XLA from recomputing the deviates in every fusion that reads them.
-  z = jax.lax.optimization_barrier(noise.normal_fields(key, img.shape, gray))
 
-  def gauss():
-    fields = noise.normal_fields(key, img.shape, gray, shared_gray=True) if reference else z
-    return fields * noise.per_image(sigma, b) / 255.0
+  def gauss(z):
+    return z * noise.per_image(sigma, b) / 255.0
 
-  def poisson():
+  def poisson(z):
     mask = None if valid is None else canvas.valid_mask(valid, h) > 0
     return noise.poisson_from_normals(z, img, gray, mask) * noise.per_image(poisson_scale, b)
 
   gaussian = jnp.asarray(gaussian, bool)
   if reference:
-    added = jax.lax.cond(gaussian[0], gauss, poisson)
+    added = jax.lax.cond(
+        gaussian[0], lambda: gauss(noise.normal_fields(key, img.shape, gray, shared_gray=True)),
+        lambda: poisson(noise.normal_fields(key, img.shape, gray)))
   else:
-    added = jnp.where(gaussian[:, None, None, None], gauss(), poisson())
+    # The barrier keeps XLA from recomputing the deviates in every fusion that reads them.
+    z = jax.lax.optimization_barrier(noise.normal_fields(key, img.shape, gray))
+    added = jnp.where(gaussian[:, None, None, None], gauss(z), poisson(z))
   return jnp.clip(img + added, 0.0, 1.0)
+
+
+def _choose(shared: bool, flag: jax.Array, if_true, if_false) -> jax.Array:
+  """`if_true()` where the per-image `flag` [B] holds, else `if_false()`: with `shared` the
+  batch follows flag[0] and only that branch runs (`lax.cond`), otherwise both run and are
+  selected per image."""
+  if shared:
+    return jax.lax.cond(flag[0], if_true, if_false)
+  return jnp.where(flag[:, None, None, None], if_true(), if_false())
 
 
 @pipelines.register('realesrgan')
@@ -245,6 +267,9 @@ class RealESRGANDegradation:
     pipelines.check_sizes(config, scale, field)
     config_lib.check(config.mode in PIPELINE_MODES, f'{field}.mode', f'one of {PIPELINE_MODES}',
                      config.mode)
+    config_lib.check(config.loop in LOOPS, f'{field}.loop', f'one of {LOOPS}', config.loop)
+    config_lib.check(all(f > 0 for f in config.canvas_buckets), f'{field}.canvas_buckets',
+                     'positive fractions of crop_pad', tuple(config.canvas_buckets))
     sizes = tuple(config.kernel_range)
     config_lib.check(
         bool(sizes) and all(k % 2 == 1 and k <= config.kernel_pad for k in sizes),
@@ -276,28 +301,32 @@ class RealESRGANDegradation:
       p[name] = kernels.kernel_from_params(records.kernel_record(p, name), self.config.kernel_pad)
     return p
 
-  def first_degradation(self, img: jax.Array, p: Batch, key: jax.Array) -> jax.Array:
-    """Blur, resize by `scale_factor`, noise, JPEG: [B, S, S, 3] -> stage-1 canvas."""
+  def first_degradation(self, img: jax.Array, p: Batch, key: jax.Array, size: int | None = None,
+                        shared: bool | None = None) -> jax.Array:
+    """Blur, resize by `scale_factor`, noise, JPEG: [B, S, S, 3] -> a `size` canvas (default:
+    the largest). `shared`: the batch takes element 0's choices (default: 'reference' mode)."""
     n1 = p['resize1/size']
     out = filters.filter_on_canvas(img, p['kernel1'])
-    out = canvas.resize_on_canvas(out, self.geometry.stage1, p['resize1/mode'],
+    out = canvas.resize_on_canvas(out, size or self.geometry.stage1, p['resize1/mode'],
                                   scale=p['resize1/scale'], out_valid=n1)
     out = add_noise(key, out, p['noise1/gaussian'], p['noise1/sigma'], p['noise1/poisson_scale'],
-                    p['noise1/gray'], n1, self.config.mode == 'reference')
+                    p['noise1/gray'], n1, self._shared(shared))
     return canvas.jpeg_on_canvas(out, p['jpeg1/quality'], n1)
 
-  def second_degradation(self, img: jax.Array, p: Batch, key: jax.Array) -> jax.Array:
+  def second_degradation(self, img: jax.Array, p: Batch, key: jax.Array,
+                         shared: bool | None = None) -> jax.Array:
     """Optional blur, resize by `size`, noise: stage-1 canvas -> stage-2 canvas."""
     n1, n2 = p['resize1/size'], p['resize2/size']
-    blurred = filters.filter_on_canvas(img, p['kernel2'], n1)
-    out = jnp.where(p['blur2/apply'][:, None, None, None], blurred, img)
+    shared = self._shared(shared)
+    out = _choose(shared, p['blur2/apply'],
+                  lambda: filters.filter_on_canvas(img, p['kernel2'], n1), lambda: img)
     out = canvas.resize_on_canvas(out, self.geometry.stage2, p['resize2/mode'], in_valid=n1,
                                   out_valid=n2)
     return add_noise(key, out, p['noise2/gaussian'], p['noise2/sigma'],
-                     p['noise2/poisson_scale'], p['noise2/gray'], n2,
-                     self.config.mode == 'reference')
+                     p['noise2/poisson_scale'], p['noise2/gray'], n2, shared)
 
-  def final_degradation(self, img: jax.Array, p: Batch) -> jax.Array:
+  def final_degradation(self, img: jax.Array, p: Batch, shared: bool | None = None
+                        ) -> jax.Array:
     """[resize to S / scale, sinc filter] and JPEG in either order, then 8-bit rounding:
     stage-2 canvas -> LQ [B, S / scale, S / scale, 3]."""
     n2 = p['resize2/size']
@@ -305,12 +334,38 @@ class RealESRGANDegradation:
     def resize_back(x):
       return canvas.resize_on_canvas(x, self.geometry.lq_size, p['final/mode'], in_valid=n2)
 
-    sinc_first = canvas.jpeg_on_canvas(filters.filter_on_canvas(resize_back(img), p['sinc']),
-                                       p['jpeg2/quality'])
-    jpeg_first = filters.filter_on_canvas(
-        resize_back(canvas.jpeg_on_canvas(img, p['jpeg2/quality'], n2)), p['sinc'])
-    out = jnp.where(p['final/sinc_first'][:, None, None, None], sinc_first, jpeg_first)
+    out = _choose(
+        self._shared(shared), p['final/sinc_first'],
+        lambda: canvas.jpeg_on_canvas(filters.filter_on_canvas(resize_back(img), p['sinc']),
+                                      p['jpeg2/quality']),
+        lambda: filters.filter_on_canvas(
+            resize_back(canvas.jpeg_on_canvas(img, p['jpeg2/quality'], n2)), p['sinc']))
     return noise.quantize(out)
+
+  def _shared(self, shared: bool | None) -> bool:
+    return self.config.mode == 'reference' if shared is None else shared
+
+  def per_example(self) -> bool:
+    """Whether per-sample draws run one example at a time (`loop`; 'auto': on one CPU)."""
+    if self.config.mode == 'reference' or self.config.loop == 'batch':
+      return False
+    return self.config.loop == 'examples' or (jax.default_backend() == 'cpu'
+                                              and jax.device_count() == 1)
+
+  def _degrade_batch(self, img: jax.Array, p: Batch, key: jax.Array, shared: bool
+                     ) -> jax.Array:
+    """All three degradations of RGB canvases, the first on the smallest bucket canvas that
+    holds the batch's largest first-resize output."""
+    k1, k2 = jax.random.split(key)
+
+    def stages(size):
+      return lambda x: self.second_degradation(
+          self.first_degradation(x, p, k1, size, shared), p, k2, shared)
+
+    sizes = self.geometry.buckets or (self.geometry.stage1,)
+    index = jnp.searchsorted(jnp.asarray(sizes), jnp.max(p['resize1/size']))
+    out = jax.lax.switch(index, [stages(size) for size in sizes], img)
+    return self.final_degradation(out, p, shared)
 
   def _gt_canvas(self, batch: Batch) -> jax.Array:
     """`batch['gt']` as float32, checked against the canvas and the channel counts."""
@@ -322,12 +377,17 @@ class RealESRGANDegradation:
   def synthesize(self, img: jax.Array, p: Batch, key: jax.Array) -> jax.Array:
     """LQ [B, S / scale, S / scale, C] of canvases [B, S, S, C] under the record `p`."""
     b, s, _, channels = img.shape
-    k1, k2 = jax.random.split(key)
     # Gray images run as RGB with gray noise only, so they stay gray through JPEG.
-    out = jnp.broadcast_to(img, (b, s, s, 3))
-    out = self.first_degradation(out, p, k1)
-    out = self.second_degradation(out, p, k2)
-    return self.final_degradation(out, p)[..., :channels]
+    rgb = jnp.broadcast_to(img, (b, s, s, 3))
+    if not self.per_example():
+      return self._degrade_batch(rgb, p, key, self._shared(None))[..., :channels]
+
+    def one(example):
+      x, q, k = jax.tree.map(lambda v: v[None], example)
+      return self._degrade_batch(x, q, k[0], True)[0]
+
+    # A batch of one shares its own choices: only the branches it takes run.
+    return jax.lax.map(one, (rgb, p, jax.random.split(key, b)))[..., :channels]
 
   def degrade(self, batch: Batch, key: jax.Array, crop: bool = True) -> dict[str, Any]:
     """Whole-canvas training degradation: {'lq': [B, S/scale, S/scale, C], 'gt_usm': [B, S, S,
