@@ -15,16 +15,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from condsr_jax.degrade import filters, noise, realesrgan
+from condsr_jax.degrade import canvas, filters, noise, realesrgan
 import timing
 
 TORCH_PAIRS_PER_S = 0.86
 
 
-def make_batch(deg: realesrgan.RealESRGANDegradation, batch: int, seed: int = 0) -> dict:
+def make_batch(deg: realesrgan.RealESRGANDegradation, batch: int, seed: int = 0,
+               images: list[np.ndarray] | None = None) -> dict:
+  """A stream batch: sampled parameters and `images` (HWC float32 of the GT canvas size) or
+  smooth random content."""
   sampler = deg.param_sampler()
   records = [sampler(np.random.default_rng([seed, i])) for i in range(batch)]
   out = {k: np.stack([r[k] for r in records]) for k in records[0]}
+  if images is not None:
+    out['gt'] = np.stack(images).astype(np.float32)
+    return out
   size = deg.geometry.crop_pad
   # Smooth random content with 8-bit values (what Poisson levels see in real images).
   rng = np.random.default_rng(seed)
@@ -54,14 +60,14 @@ def stage_profile(deg: realesrgan.RealESRGANDegradation, batch: dict, key: jax.A
   n1 = p['resize1/size']
   usm = jax.jit(filters.usm_sharp)(gt)
   blur1 = jax.jit(filters.filter_on_canvas)(usm, p['kernel1'])
-  resize1 = jax.jit(lambda x: realesrgan.resize_on_canvas(
+  resize1 = jax.jit(lambda x: canvas.resize_on_canvas(
       x, g.stage1, p['resize1/mode'], scale=p['resize1/scale'], out_valid=n1))
   canvas1 = resize1(blur1)
   noise1 = jax.jit(lambda x, k: realesrgan.add_noise(
       k, x, p['noise1/gaussian'], p['noise1/sigma'], p['noise1/poisson_scale'],
       p['noise1/gray'], n1, shared))
   normals = jax.jit(lambda k: jax.random.normal(k, canvas1.shape))
-  jpeg1 = jax.jit(lambda x: realesrgan.jpeg_on_canvas(x, p['jpeg1/quality'], n1))
+  jpeg1 = jax.jit(lambda x: canvas.jpeg_on_canvas(x, p['jpeg1/quality'], n1))
   stage1 = jax.jit(deg.first_degradation)(usm, p, key)
   stage2 = jax.jit(deg.second_degradation)(stage1, p, key)
   ops = {
