@@ -212,23 +212,26 @@ def add_noise(key: jax.Array, img: jax.Array, gaussian: ArrayLike, sigma: ArrayL
   is computed) and the gray Gaussian field, as in the PyTorch code.
   """
   b, h = img.shape[:2]
+  z = noise.normal_fields(key, img.shape, gray)
 
-  def gauss(z):
-    return z * noise.per_image(sigma, b) / 255.0
+  def gauss():
+    shared = reference and b > 1  # a batch of one shares its own gray field
+    fields = noise.normal_fields(key, img.shape, gray, shared_gray=True) if shared else z
+    return fields * noise.per_image(sigma, b) / 255.0
 
-  def poisson(z):
+  def poisson():
     mask = None if valid is None else canvas.valid_mask(valid, h) > 0
     return noise.poisson_from_normals(z, img, gray, mask) * noise.per_image(poisson_scale, b)
 
+  # The Poisson look-ups run in a branch of their own: it runs only when an image takes it, and
+  # its operands (the deviates) are computed outside it, in vectorised loops, not inside the
+  # look-ups' scalar one (XLA:CPU fuses everything else into it: 3x slower).
   gaussian = jnp.asarray(gaussian, bool)
   if reference:
-    added = jax.lax.cond(
-        gaussian[0], lambda: gauss(noise.normal_fields(key, img.shape, gray, shared_gray=True)),
-        lambda: poisson(noise.normal_fields(key, img.shape, gray)))
+    added = jax.lax.cond(gaussian[0], gauss, poisson)
   else:
-    # The barrier keeps XLA from recomputing the deviates in every fusion that reads them.
-    z = jax.lax.optimization_barrier(noise.normal_fields(key, img.shape, gray))
-    added = jnp.where(gaussian[:, None, None, None], gauss(z), poisson(z))
+    some_poisson = jax.lax.cond(jnp.all(gaussian), jnp.zeros_like, lambda _: poisson(), img)
+    added = jnp.where(gaussian[:, None, None, None], gauss(), some_poisson)
   return jnp.clip(img + added, 0.0, 1.0)
 
 
