@@ -284,8 +284,10 @@ def torch_worker(item: str, dtype: str, mode: str, sizes: Sizes, steps: int) -> 
     module = classes[arch](num_in_ch=3, num_out_ch=3, **kwargs, **scale)
     return module.to(device).to(memory_format=torch.channels_last)
 
-  def maybe_compile(fn):
-    return torch.compile(fn) if mode == 'compile' else fn
+  def maybe_compile(module):
+    if mode == 'compile':
+      module.compile()  # in place: parameter names stay those of the module
+    return module
 
   def amp():
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast)
@@ -446,19 +448,19 @@ def _torch_stage2(device, mode: str, autocast: bool, sizes: Sizes, steps: int,
   n = sizes.stage2_batch
   model = _realesrgan_model_class()(_reference_options(
       n, sizes.stage2_crop_pad, sizes.stage2_gt, sizes.networks, device, root))
-  for name in ('net_g', 'net_d'):
-    net = getattr(model, name).to(memory_format=torch.channels_last)
-    setattr(model, name, torch.compile(net) if mode == 'compile' else net)
-  if mode == 'compile':
-    model.cri_perceptual.vgg = torch.compile(model.cri_perceptual.vgg)
+  nets = [model.net_g, model.net_d, model.cri_perceptual.vgg]
+  for net in nets:
+    net.to(memory_format=torch.channels_last)
+    if mode == 'compile':
+      net.compile()  # in place: the EMA update pairs parameters by name
   dataset = _reference_dataset(sizes.stage2_crop_pad, n, root)
   batch = _collate([dataset[i] for i in range(n)])
   count = [0]
 
   def step():
     count[0] += 1
+    model.feed_data(batch)  # the degradation stays float32, as ours
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-      model.feed_data(batch)
       model.optimize_parameters(count[0])
   return timed(step)
 
@@ -509,7 +511,7 @@ def _torch_tile(device, build: Callable, mode: str, autocast: bool, sizes: Sizes
   upsampler = RealESRGANer(scale=SCALE, model_path=path, model=net, tile=sizes.tile,
                            tile_pad=sizes.tile_pad, pre_pad=0, half=False, device=device)
   if mode == 'compile':
-    upsampler.model = torch.compile(upsampler.model)
+    upsampler.model.compile()
   img = (demo_images(1, sizes.tile_hw)[0][:, :, ::-1] * 255).astype(np.uint8)
 
   def enhance():
