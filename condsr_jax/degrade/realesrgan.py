@@ -114,7 +114,7 @@ class Geometry:
   gt_size: int
   stage1: int  # canvas of the first resize's largest output
   stage2: int  # canvas of the second resize's output
-  buckets: tuple[int, ...] = ()  # first-resize canvases, ascending, ending at stage1
+  buckets: tuple[int, ...]  # first-resize canvases, ascending, ending at stage1
 
   @property
   def lq_size(self) -> int:
@@ -365,7 +365,7 @@ class RealESRGANDegradation:
       return lambda x: self.second_degradation(
           self.first_degradation(x, p, k1, size, shared), p, k2, shared)
 
-    sizes = self.geometry.buckets or (self.geometry.stage1,)
+    sizes = self.geometry.buckets
     index = jnp.searchsorted(jnp.asarray(sizes), jnp.max(p['resize1/size']))
     out = jax.lax.switch(index, [stages(size) for size in sizes], img)
     return self.final_degradation(out, p, shared)
