@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from condsr_jax.degrade import color
+
 ArrayLike = jax.typing.ArrayLike
 
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -80,6 +82,17 @@ def _code_plane(plane: jax.Array, table: jax.Array, rounding) -> jax.Array:
   return _from_blocks(spatial + 128.0)
 
 
+def _subsample(plane: jax.Array) -> jax.Array:
+  """4:2:0 chroma: the mean of each 2x2 block of [B, H, W] (`F.avg_pool2d(2)`), as adds."""
+  return (plane[:, 0::2, 0::2] + plane[:, 0::2, 1::2] + plane[:, 1::2, 0::2]
+          + plane[:, 1::2, 1::2]) / 4.0
+
+
+def _upsample(plane: jax.Array) -> jax.Array:
+  """Nearest 2x upsampling of [B, H, W]."""
+  return jnp.repeat(jnp.repeat(plane, 2, axis=1), 2, axis=2)
+
+
 def diff_jpeg(img: jax.Array, quality: ArrayLike, differentiable: bool = False) -> jax.Array:
   """BasicSR `DiffJPEG(differentiable)(img, quality)` on RGB [B, H, W, 3] in [0, 1].
 
@@ -103,14 +116,10 @@ def _compress(img: jax.Array, factor: jax.Array, differentiable: bool) -> jax.Ar
   x = jnp.pad(img, ((0, 0), (0, -h % 16), (0, -w % 16), (0, 0))) * 255.0
   factor = jnp.broadcast_to(factor, (b,))[:, None, None]
   rounding = _diff_round if differentiable else jnp.round
-  ycc = jnp.einsum('bhwi,ji->bhwj', x, _RGB_TO_YCC, precision=_HIGHEST) + _YCC_SHIFT
-  hp, wp = x.shape[1:3]
-  chroma = ycc[..., 1:].reshape(b, hp // 2, 2, wp // 2, 2, 2).mean(axis=(2, 4))
-  y = _code_plane(ycc[..., 0], _Y_TABLE * factor, rounding)
-  cb = _code_plane(chroma[..., 0], _C_TABLE * factor, rounding)
-  cr = _code_plane(chroma[..., 1], _C_TABLE * factor, rounding)
-  chroma = jnp.stack([cb, cr], axis=-1)
-  chroma = jnp.repeat(jnp.repeat(chroma, 2, axis=1), 2, axis=2)
-  ycc = jnp.concatenate([y[..., None], chroma], axis=-1) - _YCC_SHIFT
-  rgb = jnp.einsum('bhwi,ji->bhwj', ycc, _YCC_TO_RGB, precision=_HIGHEST)
+  y, cb, cr = (p + s for p, s in zip(
+      color.mix_planes([x[..., i] for i in range(3)], _RGB_TO_YCC), _YCC_SHIFT))
+  y = _code_plane(y, _Y_TABLE * factor, rounding)
+  cb, cr = (_upsample(_code_plane(_subsample(p), _C_TABLE * factor, rounding)) - s
+            for p, s in ((cb, _YCC_SHIFT[1]), (cr, _YCC_SHIFT[2])))
+  rgb = jnp.stack(color.mix_planes([y, cb, cr], _YCC_TO_RGB), axis=-1)
   return (jnp.clip(rgb, 0.0, 255.0) / 255.0)[:, :h, :w]

@@ -352,8 +352,7 @@ class RealESRGANDegradation:
     """Whether per-sample draws run one example at a time (`loop`; 'auto': on one CPU)."""
     if self.config.mode == 'reference' or self.config.loop == 'batch':
       return False
-    return self.config.loop == 'examples' or (jax.default_backend() == 'cpu'
-                                              and jax.device_count() == 1)
+    return self.config.loop == 'examples' or filters.single_cpu_device()
 
   def _degrade_batch(self, img: jax.Array, p: Batch, key: jax.Array, shared: bool
                      ) -> jax.Array:
