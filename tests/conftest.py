@@ -21,6 +21,7 @@ from condsr_jax import xla_flags  # pylint: disable=g-import-not-at-top
 xla_flags.tune_xla_cpu()  # as the entry points do, before JAX starts its backend
 
 from absl import flags  # pylint: disable=g-import-not-at-top
+import jax  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 import pytest  # pylint: disable=g-import-not-at-top
 
@@ -77,6 +78,17 @@ def pytest_configure(config):
 def pytest_unconfigure(config):
   if _CACHE and not hasattr(config, 'workerinput'):  # the controlling process cleans up
     shutil.rmtree(_CACHE, ignore_errors=True)
+
+
+@pytest.fixture(params=['whole_batch', 'one_cpu_device'])
+def filter_path(request, monkeypatch) -> str:
+  """Both ways the canvas filters run: whole batches (accelerators, sharded batches: what the
+  4-device test process does by itself) and image by image, channels first (one CPU device)."""
+  from condsr_jax.degrade import filters  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(filters, 'single_cpu_device', lambda: request.param == 'one_cpu_device')
+  jax.clear_caches()  # traces made under the other path
+  yield request.param
+  jax.clear_caches()
 
 
 @pytest.fixture

@@ -90,7 +90,7 @@ def test_filter2d_under_vmap_matches_batched(ops):
   np.testing.assert_allclose(one(img, kernels), degrade.filter2d(img, kernels), atol=1e-6)
 
 
-def test_usm_sharp(ops):
+def test_usm_sharp(ops, filter_path):
   meta = json.loads(str(ops['meta']))['usm']
   out = degrade.usm_sharp(nhwc(ops['in/usm_img']), meta['weight'], meta['threshold'],
                           meta['radius'])

@@ -154,7 +154,7 @@ def test_resize_on_canvas_matches_interpolate_on_the_valid_region(mode):
     np.testing.assert_allclose(back[i, :m, :m], ref, atol=2e-6)
 
 
-def test_filter_on_canvas_reflects_at_the_true_border():
+def test_filter_on_canvas_reflects_at_the_true_border(filter_path):
   x = jnp.asarray(np.random.default_rng(2).random((2, 48, 48, 3), np.float32))
   k = kernels.kernel_from_params(_stack([
       sampling.kernel_params('aniso', 21, 2.0, 0.7, 0.4),
