@@ -21,7 +21,6 @@ from condsr_jax import xla_flags  # pylint: disable=g-import-not-at-top
 xla_flags.tune_xla_cpu()  # as the entry points do, before JAX starts its backend
 
 from absl import flags  # pylint: disable=g-import-not-at-top
-import jax  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 import pytest  # pylint: disable=g-import-not-at-top
 
@@ -85,10 +84,14 @@ def filter_path(request, monkeypatch) -> str:
   """Both ways the canvas filters run: whole batches (accelerators, sharded batches: what the
   4-device test process does by itself) and image by image, channels first (one CPU device)."""
   from condsr_jax.degrade import filters  # pylint: disable=g-import-not-at-top
+  def forget_traces():  # made under the other path (not every cache: others' compilations stay)
+    filters.filter_on_canvas.clear_cache()
+    filters.usm_sharp.clear_cache()
+
   monkeypatch.setattr(filters, 'single_cpu_device', lambda: request.param == 'one_cpu_device')
-  jax.clear_caches()  # traces made under the other path
+  forget_traces()
   yield request.param
-  jax.clear_caches()
+  forget_traces()
 
 
 @pytest.fixture
