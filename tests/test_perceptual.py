@@ -54,12 +54,13 @@ def cases(data):
 def test_matches_the_reference_package(fixture, tmp_path, metric):
   data, meta = fixture
   m = perceptual.load(metric, weight_files(tmp_path, data, meta, metric))
+  per_layer = jax.jit(lambda v, x, y: m.spec.build().apply(v, x, y, per_layer=True))
   for case in cases(data):
     x, y = nhwc(data[f'in/{case}/x']), nhwc(data[f'in/{case}/y'])
     ref = data[f'out/{metric}/{case}']
     np.testing.assert_allclose(m(x, y), ref, rtol=1e-4, atol=1e-6, err_msg=case)
     if metric.startswith('lpips'):
-      _, layers = m.spec.build().apply(m.variables, x, y, per_layer=True)
+      _, layers = per_layer(m.variables, x, y)
       np.testing.assert_allclose(layers, data[f'out/{metric}/{case}/layers'], rtol=1e-4,
                                  atol=1e-7, err_msg=case)
 
