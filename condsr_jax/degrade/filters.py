@@ -95,38 +95,32 @@ def filter_on_canvas(img: jax.Array, kernel: jax.Array, valid: ArrayLike | None 
     raise ValueError(f'valid regions need square canvases, got {h}x{w}')
   n = (_fft_size(h + 2 * p), _fft_size(w + 2 * p))
   kspec = jnp.conj(jnp.fft.rfft2(jnp.asarray(kernel, jnp.float32), s=n, axes=(-2, -1)))
-  kspec = kspec[..., None] if kernel.ndim == 3 else kspec[None, ..., None]
-
-  def correlate(x, spec, size):
-    """[m, H, W, C] images reflect-padded at `size` ([m] or None), correlated in frequency."""
-    if size is None:
-      x = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), mode='reflect')
-    else:
-      idx = jax.vmap(lambda m: _reflect_index(h, p, m))(size)
-      x = jax.vmap(lambda im, i: im[i][:, i])(x, idx)
-    return jnp.fft.irfft2(jnp.fft.rfft2(x, s=n, axes=(1, 2)) * spec, s=n, axes=(1, 2))
-
+  specs = jnp.broadcast_to(kspec, (b,) + kspec.shape[-2:])
   sizes = None if valid is None else jnp.broadcast_to(jnp.asarray(valid, jnp.int32), (b,))
-  if not single_cpu_device():
-    return correlate(img, kspec, sizes)[:, :h, :w].astype(img.dtype)
-  specs = jnp.broadcast_to(kspec, (b,) + kspec.shape[1:])[..., 0]
-  return jnp.stack([_correlate_planes(img[i], specs[i], p, n, None if sizes is None else sizes[i])
-                    for i in range(b)]).astype(img.dtype)
+  if single_cpu_device():
+    return jnp.stack([
+        _correlate(img[i].transpose(2, 0, 1), specs[i], p, n,
+                   None if sizes is None else sizes[i], (1, 2)).transpose(1, 2, 0)
+        for i in range(b)]).astype(img.dtype)
+  out = jax.vmap(lambda x, spec, m: _correlate(x, spec, p, n, m, (0, 1)))(
+      img, specs[..., None], sizes)  # sizes None: an empty pytree
+  return out.astype(img.dtype)
 
 
-def _correlate_planes(img: jax.Array, spec: jax.Array, pad: int, n: tuple[int, int],
-                      size: jax.Array | None) -> jax.Array:
-  """One image [H, W, C] reflect-padded by `pad` at `size` (None: its border) and correlated
-  with the kernel spectrum `spec` [n0, n1 // 2 + 1], channel by channel in planar layout."""
-  h, w, _ = img.shape
-  x = img.transpose(2, 0, 1)
+def _correlate(img: jax.Array, spec: jax.Array, pad: int, n: tuple[int, int],
+               size: jax.Array | None, axes: tuple[int, int]) -> jax.Array:
+  """One image, its spatial dimensions at `axes` ([H, W, C]: (0, 1); planes [C, H, W]: (1, 2)),
+  reflect-padded by `pad` at `size` (None: its border) and correlated with the kernel spectrum
+  `spec` (broadcast against the image's spectrum)."""
+  h, w = img.shape[axes[0]], img.shape[axes[1]]
   if size is None:
-    x = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad)), mode='reflect')
+    x = jnp.pad(img, [(pad, pad) if a in axes else (0, 0) for a in range(img.ndim)],
+                mode='reflect')
   else:
     i = _reflect_index(h, pad, size)
-    x = x[:, i][:, :, i]
-  out = jnp.fft.irfft2(jnp.fft.rfft2(x, s=n) * spec, s=n)
-  return out[:, :h, :w].transpose(1, 2, 0)
+    x = img[(slice(None),) * axes[0] + (i,)][(slice(None),) * axes[1] + (i,)]
+  out = jnp.fft.irfft2(jnp.fft.rfft2(x, s=n, axes=axes) * spec, s=n, axes=axes)
+  return jax.lax.slice_in_dim(jax.lax.slice_in_dim(out, 0, h, axis=axes[0]), 0, w, axis=axes[1])
 
 
 def single_cpu_device() -> bool:
