@@ -11,7 +11,7 @@ import pytest
 
 from conftest import assert_close, nhwc
 from condsr_jax import degrade
-from condsr_jax.degrade import matlab, resize, sampling
+from condsr_jax.degrade import filters, matlab, resize, sampling
 
 
 @pytest.fixture
@@ -88,6 +88,15 @@ def test_filter2d_under_vmap_matches_batched(ops):
   img, kernels = nhwc(ops['in/img']), ops['in/kernel_per_image']
   one = jax.jit(jax.vmap(lambda x, k: degrade.filter2d(x[None], k)[0]))
   np.testing.assert_allclose(one(img, kernels), degrade.filter2d(img, kernels), atol=1e-6)
+
+
+@pytest.mark.parametrize('h, w, k', [(61, 37, 21), (20, 12, 51), (1, 4, 3)])
+def test_separable_filter_is_filter2d_of_the_outer_product(h, w, k, filter_path):
+  """Block sizes that do not divide the image, and kernels wider than it (repeated reflection)."""
+  taps = np.random.default_rng(k).random(k)
+  x = jnp.asarray(np.random.default_rng(h).random((2, h, w, 3), np.float32))
+  np.testing.assert_allclose(filters.separable_filter(x, taps),
+                             degrade.filter2d(x, np.outer(taps, taps)), rtol=1e-5, atol=1e-5)
 
 
 def test_usm_sharp(ops, filter_path):
