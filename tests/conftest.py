@@ -81,8 +81,8 @@ def pytest_unconfigure(config):
 
 @pytest.fixture(params=['whole_batch', 'one_cpu_device'])
 def filter_path(request, monkeypatch) -> str:
-  """Both ways the canvas filters run: whole batches (accelerators, sharded batches: what the
-  4-device test process does by itself) and image by image, channels first (one CPU device)."""
+  """Both ways the filters of `filters` run: whole batches (accelerators, sharded batches: what
+  the 4-device test process does by itself) and image by image (one CPU device)."""
   from condsr_jax.degrade import filters  # pylint: disable=g-import-not-at-top
   def forget_traces():  # made under the other path (not every cache: others' compilations stay)
     filters.filter_on_canvas.clear_cache()
